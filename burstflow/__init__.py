@@ -1,0 +1,1 @@
+"""Code shared by Burstflow's two services: CLI, clock, CEL, the Kubernetes gateway and its local test endpoint."""

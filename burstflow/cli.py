@@ -1,0 +1,36 @@
+"""The `burstflow` command: one argparse tree; each service registers its own subcommands."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cron.cli import register as register_cron
+    from webhook.cli import register as register_webhook
+
+    parser = argparse.ArgumentParser(
+        prog="burstflow",
+        description="Argo Workflows on serverless containers: admission webhook, resource pools and cron service.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_webhook(commands)
+    register_cron(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: every subcommand sets `func(args) -> int` (the exit code)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `burstflow mutate ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

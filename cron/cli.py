@@ -1,0 +1,6 @@
+"""`burstflow` subcommands of the cron service."""
+from __future__ import annotations
+
+
+def register(commands) -> None:
+    """Add this service's subcommands to the top-level parser."""

@@ -1,0 +1,1 @@
+"""Kubernetes API fixtures (filled in by the gateway work)."""

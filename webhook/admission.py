@@ -1,0 +1,55 @@
+"""AdmissionReview (admission.k8s.io/v1) responses: one builder that always echoes uid, apiVersion and kind."""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+
+
+def review(response: dict[str, Any]) -> dict[str, Any]:
+    """Wrap a `response` into a full AdmissionReview body."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
+
+
+def allowed(uid: str, *, warnings: list[str] | None = None) -> dict[str, Any]:
+    """Allow unchanged: no `patch`/`patchType` keys at all."""
+    response: dict[str, Any] = {"uid": uid, "allowed": True}
+    if warnings:
+        response["warnings"] = list(warnings)
+    return response
+
+
+def patched(uid: str, patch: list[dict[str, Any]], *, warnings: list[str] | None = None) -> dict[str, Any]:
+    """Allow with a JSONPatch; an empty patch degrades to `allowed()` (an unchanged pod gets no patch)."""
+    response = allowed(uid, warnings=warnings)
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+    return response
+
+
+def denied(uid: str, message: str, *, code: int = 403, reason: str | None = None,
+           warnings: list[str] | None = None) -> dict[str, Any]:
+    """Deny with an HTTP-like code; 429 makes the API server answer TooManyRequests (Argo requeues the step)."""
+    status: dict[str, Any] = {"code": code, "message": message}
+    if reason:
+        status["reason"] = reason
+    response: dict[str, Any] = {"uid": uid, "allowed": False, "status": status}
+    if warnings:
+        response["warnings"] = list(warnings)
+    return response
+
+
+def errored(uid: str, code: int, error: str) -> dict[str, Any]:
+    """A request we could not process (malformed input, or a failure of ours): `allowed: false` with the code."""
+    return denied(uid, error, code=code)
+
+
+def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSONPatch carried by a response ([] when there is none); for tests, the CLI and the demo."""
+    if "patch" not in response:
+        return []
+    return json.loads(base64.b64decode(response["patch"]))
