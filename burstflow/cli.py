@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     from cron.cli import register as register_cron
+    from burstflow.certs import register as register_certs
     from webhook.cli import register as register_webhook
 
     parser = argparse.ArgumentParser(
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_webhook(commands)
     register_cron(commands)
+    register_certs(commands)
     return parser
 
 

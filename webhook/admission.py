@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -53,3 +54,26 @@ def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
     if "patch" not in response:
         return []
     return json.loads(base64.b64decode(response["patch"]))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an admitter decided: the `response` to send plus labels for metrics and logs.
+
+    outcome: "mutated" | "unchanged" | "skipped" (opted out / not matched / not a pod CREATE) | "denied" | "error".
+    """
+
+    response: dict[str, Any]
+    outcome: str
+    profiles: tuple[str, ...] = ()
+
+
+class Admitter(Protocol):
+    """What the HTTP server calls for each well-formed AdmissionReview `request` (uid present)."""
+
+    @property
+    def ready(self) -> bool:
+        """True once policies are loaded (drives /readyz)."""
+
+    async def admit(self, request: dict[str, Any]) -> Outcome:
+        """Decide on one request. Must not raise for bad pods/policies; the server catches anything else."""
