@@ -1,0 +1,6 @@
+"""The local Kubernetes API endpoint used by tests, `make demo` and the benchmarks (see docs/apisim.md)."""
+from .faults import Faults
+from .server import ApiSim
+from .status import ApiError
+
+__all__ = ["ApiSim", "ApiError", "Faults"]

@@ -1,0 +1,673 @@
+"""The narrow gateway to the Kubernetes API: plain-dict CRUD, list, watch and events over kubernetes-asyncio, an error tree of our own, and the Reflector that keeps a watched cache exact.
+
+This is the only module that imports `kubernetes_asyncio`. Objects go in and come out as plain JSON dicts, never
+as typed client models (those drop fields they do not know, such as everything in a custom resource). Every call
+builds the raw API path itself and goes through `ApiClient.call_api(..., _preload_content=False)`, so the library
+contributes only what it is good at: kubeconfig / in-cluster loading, TLS and token authentication.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from burstflow.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------- resources
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One API resource type: where it lives on the API server and what kind its objects are.
+
+    `group` is "" for the core API (`/api/v1`); `namespaced` says whether objects live in a namespace.
+    """
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        """The `apiVersion` its objects carry: "v1" for core, else "group/version"."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        """The API path of the collection (no `name`) or of one object, optionally its subresource.
+
+        A namespaced resource without `namespace` addresses the collection across all namespaces (list and watch
+        only); asking for one object of a namespaced resource without a namespace raises ValueError, and so does a
+        namespace on a cluster-scoped resource.
+        """
+        if self.namespaced and name is not None and not namespace:
+            raise ValueError(f"{self.plural}.{self.group or 'core'}: namespaced resource needs a namespace for {name!r}")
+        if not self.namespaced and namespace:
+            raise ValueError(f"{self.plural}.{self.group or 'core'}: cluster-scoped resource takes no namespace "
+                             f"(got {namespace!r})")
+        if subresource is not None and name is None:
+            raise ValueError(f"{self.plural}: subresource {subresource!r} needs an object name")
+        parts = ["/api/v1" if not self.group else f"/apis/{self.group}/{self.version}"]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{_segment(namespace)}")
+        parts.append(self.plural)
+        if name is not None:
+            if not name:
+                raise ValueError(f"{self.plural}: empty object name")
+            parts.append(_segment(name))
+        if subresource:
+            parts.append(subresource)
+        return "/".join(parts)
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+PODS = Resource("", "v1", "pods", "Pod")
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+EVENTS = Resource("", "v1", "events", "Event")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+WORKFLOWS = Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
+BURSTPROFILES = Resource("burstflow.io", "v1alpha1", "burstprofiles", "BurstProfile", namespaced=False)
+RESOURCEPOLICIES = Resource("burstflow.io", "v1alpha1", "resourcepolicies", "ResourcePolicy")
+CRON_WORKFLOWS = Resource("burstflow.io", "v1alpha1", "cronworkflows", "CronWorkflow")
+CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
+                namespaced=False)
+MUTATING_WEBHOOKS = Resource("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
+                             "MutatingWebhookConfiguration", namespaced=False)
+
+
+def resource_for_crd(crd: JSON, version: str | None = None) -> Resource:
+    """The Resource a CustomResourceDefinition serves: its `version`, else the storage version."""
+    spec = crd["spec"]
+    versions = spec.get("versions") or []
+    if version is None:
+        storage = [v["name"] for v in versions if v.get("storage")] or [v["name"] for v in versions]
+        if not storage:
+            raise ValueError(f"CRD {crd.get('metadata', {}).get('name')!r} declares no versions")
+        version = storage[0]
+    return Resource(spec["group"], version, spec["names"]["plural"], spec["names"]["kind"],
+                    namespaced=spec.get("scope", "Namespaced") == "Namespaced")
+
+
+# ------------------------------------------------------------------------------------------------------ errors
+
+
+class KubeError(Exception):
+    """An API call that did not succeed, carrying the server's Status (or a synthetic one).
+
+    `code` is the HTTP status (0 when no response arrived), `reason` the Status reason ("NotFound", "Conflict",
+    ...), `message` the server's human-readable message, `status` the whole Status body when there was one.
+    """
+
+    def __init__(self, code: int, reason: str, message: str, status: JSON | None = None) -> None:
+        super().__init__(f"{code} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.status = status
+
+
+class NotFound(KubeError):
+    """404: the object (or its namespace, or the resource type) does not exist."""
+
+
+class Conflict(KubeError):
+    """409 Conflict: a write carried a stale resourceVersion; re-read and decide again."""
+
+
+class AlreadyExists(KubeError):
+    """409 AlreadyExists: a create found an object with that name (a deterministic name is a lock)."""
+
+
+class Gone(KubeError):
+    """410: the resourceVersion or continue token is older than the server keeps; list again from scratch."""
+
+
+class Invalid(KubeError):
+    """422: the object failed validation; `status["details"]["causes"]` names the fields."""
+
+
+class TooManyRequests(KubeError):
+    """429: throttled, or a webhook denied with code 429 ("try later"); a transient condition."""
+
+
+class Unavailable(KubeError):
+    """5xx, connection failures and timeouts: the API server could not be reached or could not answer."""
+
+
+_BY_CODE: dict[int, type[KubeError]] = {404: NotFound, 410: Gone, 422: Invalid, 429: TooManyRequests}
+
+
+def error_from_status(code: int, body: JSON | bytes | str | None) -> KubeError:
+    """Map an HTTP code and its body (a Status dict, raw bytes, or nothing) to the matching KubeError subclass.
+
+    409 is told apart by `reason`: "AlreadyExists" -> AlreadyExists, anything else -> Conflict. Any 5xx is
+    Unavailable. A body that is not a Status keeps its first 200 characters as the message.
+    """
+    info: JSON = {}
+    status: JSON | None = None
+    if isinstance(body, (bytes, str)):
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            info = status = parsed
+        elif body:
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            info = {"message": text.strip()[:200]}
+    elif isinstance(body, dict):
+        info = status = body
+    reason = str(info.get("reason") or _default_reason(code))
+    message = str(info.get("message") or f"HTTP {code}")
+    if code == 409:
+        cls: type[KubeError] = AlreadyExists if reason == "AlreadyExists" else Conflict
+    elif code >= 500:
+        cls = Unavailable
+    else:
+        cls = _BY_CODE.get(code, KubeError)
+    return cls(code, reason, message, status)
+
+
+def _default_reason(code: int) -> str:
+    return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+            409: "Conflict", 410: "Expired", 422: "Invalid", 429: "TooManyRequests",
+            500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}.get(code, "Unknown")
+
+
+class ConfigError(Exception):
+    """No usable connection settings: the kubeconfig is missing or broken, or we are not running in a pod."""
+
+
+# -------------------------------------------------------------------------------------------------- the gateway
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One watch event: `type` is ADDED, MODIFIED, DELETED or BOOKMARK; `object` the object as a dict.
+
+    A BOOKMARK's object carries only `metadata.resourceVersion` (and the kind), as real servers send it.
+    """
+
+    type: str
+    object: JSON
+
+
+PatchType = Literal["merge", "json", "strategic"]
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+# client-go's reflector pages lists by 500: big enough for few round trips, small enough to bound one response.
+DEFAULT_PAGE_SIZE = 500
+# A watch ends on the server's timeout; waiting this much longer on our side tells a dead connection from a quiet one.
+_WATCH_GRACE_SECONDS = 30.0
+
+
+class Kube:
+    """A connection to one API server. Open it with `await Kube.connect(...)`, close it with `close()` or
+    `async with`. All methods take and return plain dicts; every failure is a KubeError subclass (connection
+    errors and timeouts are Unavailable), except `emit_event`, which never raises.
+    """
+
+    def __init__(self, api: k8s_client.ApiClient, *, request_timeout: float = 10.0,
+                 clock: Clock | None = None) -> None:
+        self._api = api
+        self._api.user_agent = "burstflow/0.1"
+        self.request_timeout = request_timeout
+        self.clock: Clock = clock or SystemClock()
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None, *, context: str | None = None,
+                      request_timeout: float = 10.0, clock: Clock | None = None) -> Kube:
+        """Connect with the kubeconfig file at `kubeconfig` (its `context`, else the current one), or, when
+        `kubeconfig` is None, with the pod's service account (in-cluster config). Raises ConfigError when
+        neither works. `request_timeout` bounds every call except watches, which are bounded by their own timeout.
+        """
+        configuration = k8s_client.Configuration()
+        try:
+            if kubeconfig is not None:
+                await k8s_config.load_kube_config(config_file=kubeconfig, context=context,
+                                                  client_configuration=configuration, persist_config=False)
+            else:
+                k8s_config.load_incluster_config(client_configuration=configuration)
+        except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+            where = f"kubeconfig {kubeconfig!r}" if kubeconfig is not None else "in-cluster config (no kubeconfig given)"
+            raise ConfigError(f"cannot load {where}: {exc}") from exc
+        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout, clock=clock)
+
+    @property
+    def host(self) -> str:
+        """The API server's base URL."""
+        return self._api.configuration.host
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> Kube:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+
+    async def _open(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                    body: Any = None, content_type: str = "application/json",
+                    timeout: aiohttp.ClientTimeout | float | None = None) -> aiohttp.ClientResponse:
+        try:
+            return await self._api.call_api(
+                path, method, query_params=query or [],
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body, auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=timeout if timeout is not None else self.request_timeout)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise Unavailable(0, "Unavailable", f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> JSON:
+        response = await self._open(method, path, **kwargs)
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise Unavailable(0, "Unavailable", f"{method} {path}: reading the response: {exc}") from exc
+        finally:
+            response.release()
+        if not 200 <= response.status < 300:
+            raise error_from_status(response.status, raw)
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise KubeError(response.status, "InvalidResponse",
+                            f"{method} {path}: response is not JSON: {raw[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise KubeError(response.status, "InvalidResponse", f"{method} {path}: response is not a JSON object")
+        return data
+
+    # ------------------------------------------------------------------------------------------------ reading
+
+    async def get(self, resource: Resource, name: str, *, namespace: str | None = None,
+                  subresource: str | None = None) -> JSON:
+        """The object, or NotFound."""
+        return await self._call("GET", resource.path(namespace, name, subresource))
+
+    async def list(self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None,
+                   field_selector: str | None = None, page_size: int | None = DEFAULT_PAGE_SIZE) -> JSON:
+        """Every matching object as one List dict: `items` from all pages, `metadata.resourceVersion` of the
+        snapshot (start a watch from it).
+
+        Pages of `page_size` are followed through `metadata.continue` (None asks for everything at once). When a
+        continue token expires (410, the server compacted its history mid-list) the list restarts from scratch
+        once; a second expiry raises Gone.
+        """
+        for attempt in (1, 2):
+            try:
+                return await self._list_pages(resource, namespace=namespace, label_selector=label_selector,
+                                              field_selector=field_selector, page_size=page_size)
+            except _ContinueExpired as expired:
+                if attempt == 2:
+                    raise expired.error from None
+                log.info("list %s: continue token expired, listing again from the start", resource.plural)
+        raise AssertionError("unreachable")
+
+    async def _list_pages(self, resource: Resource, *, namespace: str | None, label_selector: str | None,
+                          field_selector: str | None, page_size: int | None) -> JSON:
+        path = resource.path(namespace)
+        items: list[JSON] = []
+        first: JSON | None = None
+        token: str | None = None
+        while True:
+            query = _selectors(label_selector, field_selector)
+            if page_size:
+                query.append(("limit", str(page_size)))
+            if token:
+                query.append(("continue", token))
+            try:
+                page = await self._call("GET", path, query=query)
+            except Gone as gone:
+                if token:
+                    raise _ContinueExpired(gone) from gone
+                raise
+            if first is None:
+                first = page
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or None
+            if not token:
+                break
+        assert first is not None
+        metadata = {k: v for k, v in (first.get("metadata") or {}).items()
+                    if k not in ("continue", "remainingItemCount")}
+        return {"apiVersion": first.get("apiVersion", resource.api_version),
+                "kind": first.get("kind", f"{resource.kind}List"), "metadata": metadata, "items": items}
+
+    async def watch(self, resource: Resource, *, namespace: str | None = None, resource_version: str | None = None,
+                    label_selector: str | None = None, field_selector: str | None = None,
+                    timeout_seconds: int | None = None, allow_bookmarks: bool = True) -> AsyncIterator[WatchEvent]:
+        """Changes after `resource_version`, one WatchEvent per line of the streaming response, until the server
+        ends the stream (at `timeout_seconds`). BOOKMARK events are yielded (they only advance the
+        resourceVersion).
+
+        Raises Gone when the resourceVersion is too old, whether the server answers HTTP 410 or, as current
+        servers do, HTTP 200 with an in-stream ERROR event carrying Status 410 Expired; any other ERROR event
+        raises its mapped KubeError; a line that is not a watch event raises KubeError("InvalidResponse").
+        """
+        query = _selectors(label_selector, field_selector)
+        query.append(("watch", "1"))
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if allow_bookmarks:
+            query.append(("allowWatchBookmarks", "true"))
+        if timeout_seconds is not None:
+            query.append(("timeoutSeconds", str(int(timeout_seconds))))
+        total = timeout_seconds + _WATCH_GRACE_SECONDS if timeout_seconds is not None else None
+        timeout = aiohttp.ClientTimeout(total=total, connect=self.request_timeout,
+                                        sock_connect=self.request_timeout)
+        path = resource.path(namespace)
+        response = await self._open("GET", path, query=query, timeout=timeout)
+        try:
+            if response.status != 200:
+                raise error_from_status(response.status, await response.read())
+            buffer = b""
+            lineno = 0
+            try:
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        lineno += 1
+                        if line.strip():
+                            yield _parse_watch_line(path, lineno, line)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise Unavailable(0, "Unavailable", f"watch {path}: stream broken: {type(exc).__name__}: {exc}") from exc
+            if buffer.strip():
+                yield _parse_watch_line(path, lineno + 1, buffer)
+        finally:
+            response.close()
+
+    # ------------------------------------------------------------------------------------------------ writing
+
+    async def create(self, resource: Resource, body: JSON, *, namespace: str | None = None,
+                     dry_run: bool = False) -> JSON:
+        """Create `body` (in `namespace`, else its `metadata.namespace`); returns the stored object, whose name
+        the server chose when the body has only `metadata.generateName`. AlreadyExists when the name is taken;
+        with `dry_run` the server validates and admits but stores nothing.
+        """
+        ns = _namespace_of(resource, body, namespace)
+        query = [("dryRun", "All")] if dry_run else []
+        return await self._call("POST", resource.path(ns), query=query, body=body)
+
+    async def replace(self, resource: Resource, body: JSON, *, namespace: str | None = None,
+                      subresource: str | None = None) -> JSON:
+        """PUT `body` over the object it names. When `body.metadata.resourceVersion` is set the write only
+        succeeds if the object has not changed since (else Conflict). `subresource="status"` writes only status.
+        """
+        ns = _namespace_of(resource, body, namespace)
+        name = (body.get("metadata") or {}).get("name")
+        if not name:
+            raise ValueError(f"replace {resource.plural}: body has no metadata.name")
+        return await self._call("PUT", resource.path(ns, name, subresource), body=body)
+
+    async def patch(self, resource: Resource, name: str, patch: JSON | list[JSON], *,
+                    namespace: str | None = None, patch_type: PatchType = "merge",
+                    subresource: str | None = None) -> JSON:
+        """Apply a merge patch (RFC 7386, a dict), a JSON patch (RFC 6902, a list of ops; a failing `test` op is
+        Invalid) or a strategic merge patch; returns the patched object.
+        """
+        if patch_type not in _PATCH_CONTENT_TYPES:
+            raise ValueError(f"patch_type must be one of {sorted(_PATCH_CONTENT_TYPES)}, not {patch_type!r}")
+        return await self._call("PATCH", resource.path(namespace, name, subresource), body=patch,
+                                content_type=_PATCH_CONTENT_TYPES[patch_type])
+
+    async def delete(self, resource: Resource, name: str, *, namespace: str | None = None,
+                     propagation: Literal["Foreground", "Background", "Orphan"] | None = None,
+                     resource_version: str | None = None, grace_period_seconds: int | None = None) -> JSON:
+        """Delete the object; returns what the server answers (the deleted object, or a Success Status).
+        `resource_version` makes it a precondition (Conflict if the object changed); NotFound if absent.
+        """
+        options: JSON = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if propagation:
+            options["propagationPolicy"] = propagation
+        if resource_version:
+            options["preconditions"] = {"resourceVersion": resource_version}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        return await self._call("DELETE", resource.path(namespace, name), body=options)
+
+    async def emit_event(self, involved: JSON, *, reason: str, message: str, type: str = "Normal",
+                         component: str) -> JSON | None:
+        """Record a core/v1 Event about `involved` (any object dict) with a server-generated name
+        (`<object name>.<random>`). Never raises: a failure is logged and None returned, because losing an
+        Event must never fail the work it reports on.
+        """
+        try:
+            meta = involved.get("metadata") or {}
+            namespace = meta.get("namespace") or "default"
+            now = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+            ref = {"apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
+                   "namespace": meta.get("namespace"), "name": meta.get("name"), "uid": meta.get("uid"),
+                   "resourceVersion": meta.get("resourceVersion")}
+            event = {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": f"{meta.get('name') or 'object'}.", "namespace": namespace},
+                "involvedObject": {k: v for k, v in ref.items() if v},
+                "reason": reason, "message": message, "type": type,
+                "source": {"component": component},
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+                "reportingComponent": component,
+            }
+            return await self.create(EVENTS, event, namespace=namespace)
+        except Exception as exc:  # noqa: BLE001 - the contract is "never raises"
+            log.warning("could not record event %s on %s/%s: %s", reason, involved.get("kind"),
+                        (involved.get("metadata") or {}).get("name"), exc)
+            return None
+
+
+class _ContinueExpired(Exception):
+    def __init__(self, error: Gone) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:
+    query: list[tuple[str, str]] = []
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    if field_selector:
+        query.append(("fieldSelector", field_selector))
+    return query
+
+
+def _namespace_of(resource: Resource, body: JSON, namespace: str | None) -> str | None:
+    if not resource.namespaced:
+        return None
+    ns = namespace or (body.get("metadata") or {}).get("namespace")
+    if not ns:
+        raise ValueError(f"{resource.plural}: no namespace given and body has no metadata.namespace")
+    return ns
+
+
+def _parse_watch_line(path: str, lineno: int, line: bytes) -> WatchEvent:
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise KubeError(0, "InvalidResponse", f"watch {path}: line {lineno} is not JSON: {line[:200]!r}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not isinstance(data.get("object"), dict):
+        raise KubeError(0, "InvalidResponse",
+                        f"watch {path}: line {lineno} is not a watch event (needs type and object): {line[:200]!r}")
+    if data["type"] == "ERROR":
+        status = data["object"]
+        raise error_from_status(int(status.get("code") or 500), status)
+    return WatchEvent(data["type"], data["object"])
+
+
+# -------------------------------------------------------------------------------------------------- reflector
+
+ObjectKey = tuple[str, str]
+EventCallback = Callable[[WatchEvent], Awaitable[None]]
+
+
+def object_key(obj: JSON) -> ObjectKey:
+    """(namespace, name) of an object; namespace is "" for cluster-scoped objects."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
+
+
+@dataclass
+class Reflector:
+    """Keeps `cache` ({(namespace, name): object}) equal to the server's objects of one resource, and tells
+    `on_event` about every change.
+
+    It lists, then watches from the list's resourceVersion, tracking the resourceVersion through events and
+    BOOKMARKs so a re-watch loses nothing. When the server says Gone it lists again and delivers a resync:
+    synthetic ADDED for objects it did not have, MODIFIED for objects whose resourceVersion changed, DELETED
+    (with the last known object) for objects that vanished, so a consumer that mirrors the events ends up exact.
+    The cache is updated before `on_event` is awaited, so the callback reads the new state. BOOKMARKs are not
+    delivered. Errors back off exponentially on the injected clock (`backoff_initial` doubling up to
+    `backoff_max`); an exception raised by `on_event` is logged and does not stop the reflector.
+    `synced` is set once the first list has been delivered.
+    """
+
+    kube: Kube
+    resource: Resource
+    namespace: str | None = None
+    label_selector: str | None = None
+    field_selector: str | None = None
+    on_event: EventCallback | None = None
+    clock: Clock | None = None
+    # client-go's reflector re-watches every 5-10 minutes; a fixed 5 minutes keeps servers' watch caches happy.
+    watch_timeout_seconds: int = 300
+    backoff_initial: float = 0.8
+    backoff_max: float = 30.0
+    page_size: int | None = DEFAULT_PAGE_SIZE
+    cache: dict[ObjectKey, JSON] = field(default_factory=dict, init=False)
+    resource_version: str | None = field(default=None, init=False)
+    synced: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    relists: int = field(default=0, init=False)
+    errors: int = field(default=0, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _stopping: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def has_synced(self) -> bool:
+        return self.synced.is_set()
+
+    def start(self) -> asyncio.Task[None]:
+        """Run in a background task (idempotent); returns the task."""
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"reflector-{self.resource.plural}")
+        return self._task
+
+    async def wait_synced(self) -> None:
+        await self.synced.wait()
+
+    async def stop(self) -> None:
+        """Stop watching and wait for the task to end. The cache keeps its last contents."""
+        self._stopping = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def __aenter__(self) -> Reflector:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """List and watch until `stop()`; never returns on its own."""
+        clock = self.clock or self.kube.clock
+        delay = self.backoff_initial
+        need_list = True
+        while not self._stopping:
+            try:
+                if need_list:
+                    await self._relist()
+                    need_list = False
+                    delay = self.backoff_initial
+                async for event in self.kube.watch(
+                        self.resource, namespace=self.namespace, resource_version=self.resource_version,
+                        label_selector=self.label_selector, field_selector=self.field_selector,
+                        timeout_seconds=self.watch_timeout_seconds, allow_bookmarks=True):
+                    await self._apply(event)
+                    delay = self.backoff_initial
+            except Gone as exc:
+                log.info("watch %s: %s; listing again", self.resource.plural, exc.message)
+                need_list = True
+            except KubeError as exc:
+                self.errors += 1
+                log.warning("reflector %s: %s; retrying in %.1fs", self.resource.plural, exc, delay)
+                await clock.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+
+    async def _relist(self) -> None:
+        listing = await self.kube.list(self.resource, namespace=self.namespace, label_selector=self.label_selector,
+                                       field_selector=self.field_selector, page_size=self.page_size)
+        fresh = {object_key(obj): obj for obj in listing.get("items") or []}
+        changes: list[WatchEvent] = []
+        for key, obj in fresh.items():
+            old = self.cache.get(key)
+            if old is None:
+                changes.append(WatchEvent("ADDED", obj))
+            elif _rv(old) != _rv(obj):
+                changes.append(WatchEvent("MODIFIED", obj))
+        for key, old in self.cache.items():
+            if key not in fresh:
+                changes.append(WatchEvent("DELETED", old))
+        self.cache = fresh
+        self.resource_version = (listing.get("metadata") or {}).get("resourceVersion") or self.resource_version
+        if self.has_synced:
+            self.relists += 1
+        for change in changes:
+            await self._deliver(change)
+        self.synced.set()
+
+    async def _apply(self, event: WatchEvent) -> None:
+        rv = _rv(event.object)
+        if rv:
+            self.resource_version = rv
+        if event.type == "BOOKMARK":
+            return
+        key = object_key(event.object)
+        if event.type == "DELETED":
+            self.cache.pop(key, None)
+        else:
+            self.cache[key] = event.object
+        await self._deliver(event)
+
+    async def _deliver(self, event: WatchEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            await self.on_event(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a consumer bug must not stop the cache from tracking the server
+            log.exception("reflector %s: on_event failed for %s %s", self.resource.plural, event.type,
+                          object_key(event.object))
+
+
+def _rv(obj: JSON) -> str | None:
+    return (obj.get("metadata") or {}).get("resourceVersion")

@@ -1,0 +1,270 @@
+"""Lease-based leader election over coordination.k8s.io/v1 with client-go's semantics, so exactly one replica of a service does the work that must not be done twice.
+
+The record lives in a Lease's spec (`holderIdentity`, `leaseDurationSeconds`, `acquireTime`, `renewTime`,
+`leaseTransitions`) and every write is a resourceVersion-guarded PUT, so two candidates racing for it get one
+success and one 409 Conflict. Like client-go, a candidate judges expiry by *its own* clock: a lease is free when
+its record has not changed for `lease_duration` since this candidate last saw it change (the holder's
+`renewTime` is never compared with our clock, so clock skew between machines cannot cause two leaders).
+Safety comes from `renew_deadline < lease_duration`: a leader that cannot renew stops calling itself leader
+`renew_deadline` after its last successful renewal, before any other candidate may take the lease.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from burstflow.clock import Clock, SystemClock
+from burstflow.kube import LEASES, AlreadyExists, Conflict, Kube, KubeError, NotFound
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[], Awaitable[Any]]
+
+
+def _micro_time(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    """One candidate for the Lease `namespace/name`, identified by `identity` (unique per replica: the pod name).
+
+    Durations (seconds) default to client-go's: `lease_duration` 15 (how long others wait for a silent leader),
+    `renew_deadline` 10 (how long a leader keeps retrying a failed renewal before it steps down),
+    `retry_period` 2 (pause between attempts). Candidates retry acquisition after
+    `retry_period * (1 + jitter * random())` so replicas started together do not hammer the server in step.
+    Requires lease_duration > renew_deadline > retry_period; raises ValueError otherwise.
+
+    `on_change(is_leader)` is called on every transition (wire a gauge to it). `is_leader` is true only while
+    this candidate holds the lease AND its last successful renewal is less than `renew_deadline` old, even if the
+    renewing task is stuck in a slow request.
+    """
+
+    def __init__(self, kube: Kube, *, name: str, namespace: str, identity: str, clock: Clock | None = None,
+                 lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
+                 jitter: float = 1.2, on_change: Callable[[bool], None] | None = None,
+                 rng: random.Random | None = None) -> None:
+        if not identity:
+            raise ValueError("leader election needs a non-empty identity")
+        if not lease_duration > renew_deadline > retry_period > 0:
+            raise ValueError(f"need lease_duration > renew_deadline > retry_period > 0, got "
+                             f"{lease_duration} / {renew_deadline} / {retry_period}")
+        if jitter < 0:
+            raise ValueError(f"jitter must be >= 0, got {jitter}")
+        self.kube = kube
+        self.name = name
+        self.namespace = namespace
+        self.identity = identity
+        self.clock: Clock = clock or kube.clock or SystemClock()
+        self.lease_duration = lease_duration
+        self.renew_deadline = renew_deadline
+        self.retry_period = retry_period
+        self.jitter = jitter
+        self.on_change = on_change
+        self._rng = rng or random.Random()
+        self._leading = False
+        self._renewed_at: datetime | None = None
+        self._observed: dict | None = None
+        self._observed_rv: str | None = None
+        self._observed_at: datetime | None = None
+        self._leader_event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._release_on_stop = True
+        self.attempts = 0
+        self.transitions = 0
+
+    # ------------------------------------------------------------------------------------------------ state
+
+    @property
+    def is_leader(self) -> bool:
+        return (self._leading and self._renewed_at is not None
+                and self.clock.now() < self._renewed_at + timedelta(seconds=self.renew_deadline))
+
+    @property
+    def observed_holder(self) -> str | None:
+        """The holder in the last Lease record this candidate read or wrote ("" when released)."""
+        return None if self._observed is None else (self._observed.get("spec") or {}).get("holderIdentity", "")
+
+    async def wait_until_leader(self) -> None:
+        await self._leader_event.wait()
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading == self._leading:
+            return
+        self._leading = leading
+        if leading:
+            self._leader_event.set()
+            self.transitions += 1
+            log.info("%s: became leader of lease %s/%s", self.identity, self.namespace, self.name)
+        else:
+            self._leader_event.clear()
+            log.info("%s: no longer leader of lease %s/%s", self.identity, self.namespace, self.name)
+        if self.on_change is not None:
+            try:
+                self.on_change(leading)
+            except Exception:  # noqa: BLE001 - a metrics callback must not break the election
+                log.exception("leader on_change callback failed")
+
+    # ------------------------------------------------------------------------------------------------ running
+
+    def start(self, on_start: Callback | None = None, on_stop: Callback | None = None) -> asyncio.Task[None]:
+        """Run the election in a background task (see `run`); returns it."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run(on_start, on_stop),
+                                                                name=f"leader-{self.name}-{self.identity}")
+        return self._task
+
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop competing. A leader first stops its work (cancels `on_start`, awaits `on_stop`), then, with
+        `release`, clears the Lease's holder so another candidate takes over at its next attempt instead of
+        waiting for the lease to expire. `release=False` behaves like a crashed process.
+        """
+        self._release_on_stop = release
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def __aenter__(self) -> LeaderElector:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def run(self, on_start: Callback | None = None, on_stop: Callback | None = None) -> None:
+        """Campaign until cancelled: acquire the lease, run `on_start()` as a task while leading (it is
+        cancelled when leadership is lost), await `on_stop()` after losing it, then campaign again.
+        """
+        try:
+            while True:
+                await self._acquire()
+                self._set_leading(True)
+                work = asyncio.get_running_loop().create_task(self._guard(on_start)) if on_start else None
+                try:
+                    await self._renew_until_lost()
+                finally:
+                    self._set_leading(False)
+                    if work is not None:
+                        work.cancel()
+                        await asyncio.gather(work, return_exceptions=True)
+                    if on_stop is not None:
+                        await self._guard(on_stop)
+        except asyncio.CancelledError:
+            if self._release_on_stop:
+                await self._release()
+            raise
+
+    async def _guard(self, callback: Callback) -> None:
+        try:
+            await callback()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the election outlives a failing leader callback
+            log.exception("%s: leader callback %r failed", self.identity, callback)
+
+    async def _acquire(self) -> None:
+        while not await self.try_acquire_or_renew():
+            await self.clock.sleep(self.retry_period * (1 + self.jitter * self._rng.random()))
+
+    async def _renew_until_lost(self) -> None:
+        while True:
+            await self.clock.sleep(self.retry_period)
+            while True:
+                if await self.try_acquire_or_renew():
+                    break
+                if self.observed_holder not in ("", self.identity):
+                    log.warning("%s: lease %s/%s is now held by %s; stepping down", self.identity,
+                                self.namespace, self.name, self.observed_holder)
+                    return
+                assert self._renewed_at is not None
+                if self.clock.now() >= self._renewed_at + timedelta(seconds=self.renew_deadline):
+                    log.warning("%s: could not renew lease %s/%s within %ss; stepping down", self.identity,
+                                self.namespace, self.name, self.renew_deadline)
+                    return
+                await self.clock.sleep(self.retry_period)
+
+    # ------------------------------------------------------------------------------------------------ one attempt
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One attempt, as client-go's tryAcquireOrRenew: create the Lease if missing; take it if it is free
+        (no holder, or unchanged for its leaseDurationSeconds as seen by us); renew it if we hold it. Returns
+        whether we hold it now. Never raises a KubeError: failures count as "not now" and are logged.
+        """
+        self.attempts += 1
+        now = self.clock.now()
+        try:
+            try:
+                lease = await self.kube.get(LEASES, self.name, namespace=self.namespace)
+            except NotFound:
+                created = await self.kube.create(LEASES, self._new_lease(now), namespace=self.namespace)
+                self._observe(created, now)
+                self._renewed_at = now
+                return True
+            self._observe(lease, now)
+            spec = lease.get("spec") or {}
+            holder = spec.get("holderIdentity") or ""
+            if holder and holder != self.identity and not self._expired(lease, now):
+                return False
+            record = dict(spec)
+            record.update(holderIdentity=self.identity, leaseDurationSeconds=int(self.lease_duration),
+                          renewTime=_micro_time(now))
+            if holder != self.identity:
+                record["acquireTime"] = _micro_time(now)
+                record["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
+            body = dict(lease, spec=record)
+            updated = await self.kube.replace(LEASES, body, namespace=self.namespace)
+            self._observe(updated, now)
+            self._renewed_at = now
+            return True
+        except (Conflict, AlreadyExists):
+            await self._reread(now)
+            return False
+        except KubeError as exc:
+            log.warning("%s: lease %s/%s attempt failed: %s", self.identity, self.namespace, self.name, exc)
+            return False
+
+    def _expired(self, lease: dict, now: datetime) -> bool:
+        duration = float((lease.get("spec") or {}).get("leaseDurationSeconds") or self.lease_duration)
+        assert self._observed_at is not None
+        return now >= self._observed_at + timedelta(seconds=duration)
+
+    def _observe(self, lease: dict, now: datetime) -> None:
+        rv = (lease.get("metadata") or {}).get("resourceVersion")
+        if rv != self._observed_rv:
+            self._observed_rv = rv
+            self._observed_at = now
+        self._observed = lease
+
+    async def _reread(self, now: datetime) -> None:
+        try:
+            self._observe(await self.kube.get(LEASES, self.name, namespace=self.namespace), now)
+        except KubeError as exc:
+            log.debug("%s: re-reading lease after conflict failed: %s", self.identity, exc)
+
+    def _new_lease(self, now: datetime) -> dict:
+        stamp = _micro_time(now)
+        return {"apiVersion": LEASES.api_version, "kind": LEASES.kind,
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_duration),
+                         "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}}
+
+    async def _release(self) -> None:
+        """Clear the holder (client-go's ReleaseOnCancel) if the last record we saw is ours; best effort."""
+        if self._observed is None or self.observed_holder != self.identity:
+            return
+        now = self.clock.now()
+        spec = dict(self._observed.get("spec") or {})
+        spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=_micro_time(now),
+                    acquireTime=_micro_time(now))
+        try:
+            released = await self.kube.replace(LEASES, dict(self._observed, spec=spec), namespace=self.namespace)
+            self._observe(released, now)
+            log.info("%s: released lease %s/%s", self.identity, self.namespace, self.name)
+        except KubeError as exc:
+            log.warning("%s: could not release lease %s/%s: %s", self.identity, self.namespace, self.name, exc)

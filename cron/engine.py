@@ -1,0 +1,506 @@
+"""The cron service's pure decisions: given a compiled spec, its status, the known child Workflows and `now`, what to do.
+
+Nothing here reads a clock, talks to Kubernetes or counts metrics. The runner gathers the inputs, calls `plan()`,
+performs the plan (create / adopt / terminate), then applies the matching status transition (`apply_created`,
+`apply_adopted`, `apply_submission_error`, ...) and writes the status guarded by resourceVersion.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from cron.expressions import ExpressionError, variables
+from cron.spec import ConcurrencyPolicy, CronSpec
+from cron.workflow import workflow_name
+
+WORKFLOW_API_VERSION = "argoproj.io/v1alpha1"
+CRON_LABEL = "workflows.argoproj.io/cron-workflow"
+COMPLETED_LABEL = "cronworkflows.argoproj.io/completed"
+LAST_USED_SCHEDULE_ANNOTATION = "cronworkflows.argoproj.io/last-used-schedule"
+SCHEDULED_TIME_ANNOTATION = "workflows.argoproj.io/scheduled-time"
+# Kubernetes CronJob v2 warns (`TooManyMissedTimes`) above this many missed times, and still runs only the latest.
+MISSED_WARNING_THRESHOLD = 100
+
+PHASE_ACTIVE = "Active"
+PHASE_STOPPED = "Stopped"
+CONDITION_SPEC_ERROR = "SpecError"
+CONDITION_SUBMISSION_ERROR = "SubmissionError"
+CONDITION_COMPLETED = "Completed"
+SUCCEEDED_PHASES = frozenset({"Succeeded"})
+FAILED_PHASES = frozenset({"Failed", "Error"})
+
+
+class SkipReason(str, Enum):
+    """Why a due run was not created; the values are the `reason` label of `burstflow_cron_runs_skipped_total`."""
+
+    WHEN = "when"
+    FORBID = "forbid"
+    SUSPENDED = "suspended"
+    STOPPED = "stopped"
+    DEADLINE = "deadline"
+
+
+@dataclass(frozen=True)
+class ActiveRef:
+    """An entry of `status.active` (Argo: a core ObjectReference to a Workflow)."""
+
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+    kind: str = "Workflow"
+    api_version: str = WORKFLOW_API_VERSION
+
+    @classmethod
+    def from_dict(cls, ref: Mapping[str, Any]) -> ActiveRef:
+        return cls(
+            name=str(ref.get("name") or ""),
+            namespace=str(ref.get("namespace") or ""),
+            uid=str(ref.get("uid") or ""),
+            resource_version=str(ref.get("resourceVersion") or ""),
+            kind=str(ref.get("kind") or "Workflow"),
+            api_version=str(ref.get("apiVersion") or WORKFLOW_API_VERSION),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"kind": self.kind, "apiVersion": self.api_version, "name": self.name, "namespace": self.namespace,
+                "uid": self.uid, "resourceVersion": self.resource_version}
+        return {key: value for key, value in data.items() if value}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An entry of `status.conditions` in Argo's shape `{type, status, message}` (status is always "True")."""
+
+    type: str
+    message: str
+    status: str = "True"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Condition:
+        return cls(type=str(data.get("type") or ""), message=str(data.get("message") or ""),
+                   status=str(data.get("status") or "True"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "status": self.status, "message": self.message}
+
+
+@dataclass(frozen=True)
+class CronStatus:
+    """What the engine needs from a CronWorkflow's status and metadata.
+
+    `last_used_schedule` mirrors the `cronworkflows.argoproj.io/last-used-schedule` annotation and `completed` the
+    `cronworkflows.argoproj.io/completed` label; `apply_to_object` writes all of it back.
+    """
+
+    last_scheduled_time: datetime | None = None
+    active: tuple[ActiveRef, ...] = ()
+    succeeded: int = 0
+    failed: int = 0
+    phase: str = ""
+    conditions: tuple[Condition, ...] = ()
+    last_used_schedule: str | None = None
+    completed: bool = False
+
+    @classmethod
+    def from_object(cls, cron: Mapping[str, Any]) -> CronStatus:
+        """Read status, the annotation and the label from a CronWorkflow dict; tolerates a missing/partial status."""
+        status = cron.get("status") or {}
+        metadata = cron.get("metadata") or {}
+        return cls(
+            last_scheduled_time=parse_time(status.get("lastScheduledTime")),
+            active=tuple(ActiveRef.from_dict(ref) for ref in status.get("active") or () if isinstance(ref, Mapping)),
+            succeeded=int(status.get("succeeded") or 0),
+            failed=int(status.get("failed") or 0),
+            phase=str(status.get("phase") or ""),
+            conditions=tuple(Condition.from_dict(c) for c in status.get("conditions") or () if isinstance(c, Mapping)),
+            last_used_schedule=(metadata.get("annotations") or {}).get(LAST_USED_SCHEDULE_ANNOTATION),
+            completed=(metadata.get("labels") or {}).get(COMPLETED_LABEL) == "true",
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        """The `status` dict to write (Argo's field names; `lastScheduledTime` in RFC 3339 UTC)."""
+        status: dict[str, Any] = {
+            "active": [ref.to_dict() for ref in self.active],
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "conditions": [c.to_dict() for c in self.conditions],
+        }
+        if self.last_scheduled_time is not None:
+            status["lastScheduledTime"] = format_time(self.last_scheduled_time)
+        if self.phase:
+            status["phase"] = self.phase
+        return status
+
+    @property
+    def stopped(self) -> bool:
+        return self.phase == PHASE_STOPPED
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def with_condition(self, condition: Condition) -> CronStatus:
+        others = tuple(c for c in self.conditions if c.type != condition.type)
+        return replace(self, conditions=others + (condition,))
+
+    def without_condition(self, type_: str) -> CronStatus:
+        return replace(self, conditions=tuple(c for c in self.conditions if c.type != type_))
+
+
+@dataclass(frozen=True)
+class Child:
+    """A Workflow owned by the CronWorkflow, as far as the engine cares."""
+
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+    phase: str = ""
+    scheduled_time: datetime | None = None
+    finished_at: datetime | None = None
+    shutdown: str | None = None
+
+    @classmethod
+    def from_workflow(cls, workflow: Mapping[str, Any]) -> Child:
+        """Read name/uid/phase, the scheduled-time annotation, `status.finishedAt` and `spec.shutdown`."""
+        metadata = workflow.get("metadata") or {}
+        status = workflow.get("status") or {}
+        return cls(
+            name=str(metadata.get("name") or ""),
+            namespace=str(metadata.get("namespace") or ""),
+            uid=str(metadata.get("uid") or ""),
+            resource_version=str(metadata.get("resourceVersion") or ""),
+            phase=str(status.get("phase") or ""),
+            scheduled_time=parse_time((metadata.get("annotations") or {}).get(SCHEDULED_TIME_ANNOTATION)),
+            finished_at=parse_time(status.get("finishedAt")),
+            shutdown=(workflow.get("spec") or {}).get("shutdown") or None,
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in SUCCEEDED_PHASES or self.phase in FAILED_PHASES
+
+    def ref(self) -> ActiveRef:
+        return ActiveRef(name=self.name, namespace=self.namespace, uid=self.uid,
+                         resource_version=self.resource_version)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A due scheduled time that was decided not to run, with the reason and a human message (for the Event)."""
+
+    scheduled_time: datetime
+    reason: SkipReason
+    message: str
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """The stop strategy became true: which expression, and the counters it saw."""
+
+    expression: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the runner should do now for one CronWorkflow.
+
+    At most one of `run` / `adopt` / `skip` is set. `run` is the scheduled time to create a Workflow for
+    (`catch_up` says whether it is a missed time run late or an on-time tick); before creating, terminate every ref
+    in `terminate` (Replace; never the Workflow for `run` itself). `adopt` is an existing child whose name matches
+    the due time: record it (`apply_adopted`) instead of creating or terminating anything. `submission_error` is set
+    when `when` failed to evaluate (apply it with `apply_submission_error`); `spec_error` when the stop strategy
+    failed to evaluate (apply it with `apply_spec_error`; nothing runs). `next_wakeup` is the next instant to
+    call `plan()` again (None: never, e.g. a schedule that cannot fire). `decided_through` is the latest scheduled
+    time this plan settled (ran, adopted or skipped); pass it back as `decided_through` next time so a skipped tick
+    is not decided twice. `missed` counts scheduled times in the window that will never run (capped at 101).
+    """
+
+    run: datetime | None = None
+    catch_up: bool = False
+    adopt: Child | None = None
+    terminate: tuple[ActiveRef, ...] = ()
+    skip: Skip | None = None
+    stop: StopDecision | None = None
+    submission_error: str | None = None
+    spec_error: str | None = None
+    next_wakeup: datetime | None = None
+    decided_through: datetime | None = None
+    missed: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+def plan(
+    spec: CronSpec,
+    status: CronStatus,
+    *,
+    now: datetime,
+    created: datetime,
+    observed_since: datetime | None,
+    decided_through: datetime | None = None,
+    children: Iterable[Child] = (),
+) -> Plan:
+    """Decide the latest due scheduled time in `(lower, now]` over all schedules, and what to do about it.
+
+    `lower` = max(`status.last_scheduled_time` or `created`, `decided_through`). `observed_since` is the instant
+    since which the cron service (any replica: on a leader change pass the previous holder's last lease renewal)
+    has continuously been scheduling this CronWorkflow; a due time at or after it is on-time and runs regardless of
+    `startingDeadlineSeconds`; an earlier one is a catch-up and runs only if a deadline is set, `now < t + deadline`
+    and the recorded schedule equals the current one. `None` means "just started": every due time is a catch-up.
+    Order of checks (Argo's): stopped, stop strategy, suspend, existing child (adopt), `when`, concurrency policy.
+    `children` are the Workflows owned by this CronWorkflow (to adopt, and to never Replace the current run).
+    """
+    schedule_set = spec.schedule_set
+    anchor = status.last_scheduled_time or created
+    lower = anchor
+    if decided_through is not None and decided_through > lower:
+        lower = decided_through
+    due, count = schedule_set.latest_in(lower, now, anchor, cap=MISSED_WARNING_THRESHOLD + 2)
+    upcoming = schedule_set.next_after(max(now, lower), anchor)
+    next_wakeup = upcoming.time if upcoming is not None else None
+    if due is None:
+        return Plan(next_wakeup=next_wakeup)
+    catch_up = observed_since is None or due < observed_since
+    missed = count if catch_up else count - 1
+    warnings: tuple[str, ...] = ()
+    if missed > MISSED_WARNING_THRESHOLD:
+        warnings = (f"more than {MISSED_WARNING_THRESHOLD} scheduled times were missed since "
+                    f"{format_time(lower)}; only the latest ({format_time(due)}) is considered",)
+    settled = dict(decided_through=due, next_wakeup=next_wakeup, missed=missed, warnings=warnings,
+                   catch_up=catch_up)
+
+    name = workflow_name(spec.name, due)
+    existing = next((child for child in children if child.name == name), None)
+    if existing is not None:
+        return Plan(adopt=existing, **settled)
+    if status.stopped or status.completed:
+        return Plan(skip=Skip(due, SkipReason.STOPPED, "stopped by its stop strategy; not scheduling"), **settled)
+    if spec.stop is not None:
+        try:
+            decision = evaluate_stop(spec, status, now=now)
+        except ExpressionError as error:
+            message = f"failed to check CronWorkflow {spec.name!r} stopping condition: {error}"
+            return Plan(spec_error=message, skip=Skip(due, SkipReason.STOPPED, message), **settled)
+        if decision is not None:
+            return Plan(stop=decision, skip=Skip(due, SkipReason.STOPPED, decision.message), **settled)
+    if spec.suspend:
+        return Plan(skip=Skip(due, SkipReason.SUSPENDED, "spec.suspend is true"), **settled)
+    if catch_up:
+        reason = _catch_up_refusal(spec, status, due=due, now=now)
+        if reason is not None:
+            return Plan(skip=Skip(due, SkipReason.DEADLINE, reason), **settled)
+    if spec.when is not None:
+        try:
+            allowed = spec.when.evaluate(_expression_variables(spec, status, now))
+        except ExpressionError as error:
+            message = f"run policy error: {error}"
+            return Plan(submission_error=message, skip=Skip(due, SkipReason.WHEN, message), **settled)
+        if not allowed:
+            return Plan(skip=Skip(due, SkipReason.WHEN, f"when {spec.when.source!r} is false"), **settled)
+    finished = {child.name for child in children if child.finished or child.shutdown}
+    active = tuple(ref for ref in status.active if ref.name not in finished)
+    if spec.concurrency_policy is ConcurrencyPolicy.FORBID and active:
+        names = ", ".join(ref.name for ref in active)
+        return Plan(skip=Skip(due, SkipReason.FORBID, f"concurrencyPolicy Forbid and still active: {names}"),
+                    **settled)
+    terminate: tuple[ActiveRef, ...] = ()
+    if spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
+        # Never the Workflow of this very scheduled time (Argo bug 12625 terminates the run it just created).
+        terminate = tuple(ref for ref in active if ref.name != name)
+    return Plan(run=due, terminate=terminate, **settled)
+
+
+def _catch_up_refusal(spec: CronSpec, status: CronStatus, *, due: datetime, now: datetime) -> str | None:
+    deadline = spec.starting_deadline_seconds
+    if not deadline:
+        return (f"missed {format_time(due)} while the service was not running; no catch-up without "
+                f"startingDeadlineSeconds")
+    if status.last_used_schedule is not None and status.last_used_schedule != spec.schedule_key:
+        return f"missed {format_time(due)} under a different schedule ({status.last_used_schedule!r}); not run"
+    if not (now - due).total_seconds() < deadline:
+        return (f"missed {format_time(due)} by {int((now - due).total_seconds())}s, beyond "
+                f"startingDeadlineSeconds {deadline}")
+    return None
+
+
+def _expression_variables(spec: CronSpec, status: CronStatus, now: datetime) -> dict[str, Any]:
+    return variables(name=spec.name, namespace=spec.namespace, labels=spec.labels, annotations=spec.annotations,
+                     failed=status.failed, succeeded=status.succeeded,
+                     last_scheduled_time=status.last_scheduled_time, now=now)
+
+
+def evaluate_stop(spec: CronSpec, status: CronStatus, *, now: datetime) -> StopDecision | None:
+    """Evaluate the stop strategy against the status counters; None when there is none or it is false.
+
+    Raises `cron.expressions.ExpressionError` when the expression fails at evaluation (a SpecError for the caller).
+    """
+    if spec.stop is None:
+        return None
+    if not spec.stop.evaluate(_expression_variables(spec, status, now)):
+        return None
+    return StopDecision(
+        expression=spec.stop.source,
+        message=(f"stopped by stopStrategy.{spec.stop.field} {spec.stop.source!r} "
+                 f"(succeeded={status.succeeded}, failed={status.failed})"),
+    )
+
+
+def reconcile_children(status: CronStatus, children: Iterable[Child]) -> tuple[CronStatus, tuple[Child, ...]]:
+    """Argo's `reconcileActiveWfs`: active = the unfinished children; count each child that leaves `active` finished.
+
+    Returns the new status and the children counted now (so the caller can emit Events). A child already counted
+    (not in `active` any more) is never counted twice; a finished child that was never active is not counted.
+    """
+    by_name = {child.name: child for child in children}
+    active: list[ActiveRef] = []
+    counted: list[Child] = []
+    succeeded, failed = status.succeeded, status.failed
+    for ref in status.active:
+        child = by_name.get(ref.name)
+        if child is None:
+            continue
+        if child.finished:
+            counted.append(child)
+            if child.phase in SUCCEEDED_PHASES:
+                succeeded += 1
+            else:
+                failed += 1
+            continue
+        active.append(child.ref())
+    listed = {ref.name for ref in status.active}
+    for child in sorted(by_name.values(), key=lambda c: c.name):
+        if not child.finished and child.name not in listed:
+            active.append(child.ref())
+    return replace(status, active=tuple(active), succeeded=succeeded, failed=failed), tuple(counted)
+
+
+def apply_created(status: CronStatus, *, spec: CronSpec, scheduled_time: datetime, workflow: Mapping[str, Any]) -> CronStatus:
+    """After a successful create: append the Workflow to `active`, phase Active, lastScheduledTime, clear
+    SubmissionError, record the schedule used."""
+    metadata = workflow.get("metadata") or {}
+    ref = ActiveRef(name=str(metadata.get("name") or ""), namespace=str(metadata.get("namespace") or ""),
+                    uid=str(metadata.get("uid") or ""), resource_version=str(metadata.get("resourceVersion") or ""))
+    return _record_run(status, spec=spec, scheduled_time=scheduled_time, ref=ref)
+
+
+def _record_run(status: CronStatus, *, spec: CronSpec, scheduled_time: datetime, ref: ActiveRef | None) -> CronStatus:
+    active = tuple(r for r in status.active if ref is None or r.name != ref.name)
+    if ref is not None:
+        active += (ref,)
+    last = status.last_scheduled_time
+    if last is None or scheduled_time > last:
+        last = scheduled_time
+    updated = replace(status, active=active, last_scheduled_time=last, phase=status.phase if status.stopped
+                      else PHASE_ACTIVE, last_used_schedule=spec.schedule_key)
+    return updated.without_condition(CONDITION_SUBMISSION_ERROR)
+
+
+def apply_adopted(status: CronStatus, *, spec: CronSpec, child: Child) -> CronStatus:
+    """A Workflow for the due time already exists (409 AlreadyExists or found in the cache): make the status say so
+    (lastScheduledTime = its time if later, in `active` while unfinished) instead of forgetting it (Argo bug 14719)."""
+    scheduled = child.scheduled_time
+    if scheduled is None:
+        scheduled = _time_from_name(spec.name, child.name) or status.last_scheduled_time
+    if scheduled is None:
+        return status
+    return _record_run(status, spec=spec, scheduled_time=scheduled,
+                       ref=None if child.finished or child.shutdown else child.ref())
+
+
+def _time_from_name(cron_name: str, name: str) -> datetime | None:
+    suffix = name[len(cron_name) + 1:] if name.startswith(cron_name + "-") else ""
+    return datetime.fromtimestamp(int(suffix), tz=timezone.utc) if suffix.isdigit() else None
+
+
+def apply_submission_error(status: CronStatus, message: str) -> CronStatus:
+    """Set the SubmissionError condition and, as Argo does, count it in `failed` (it can trip the stop strategy)."""
+    updated = status.with_condition(Condition(CONDITION_SUBMISSION_ERROR, message))
+    return replace(updated, failed=status.failed + 1)
+
+
+def apply_spec_error(status: CronStatus, message: str) -> CronStatus:
+    """Set (or replace) the SpecError condition; nothing else changes."""
+    return status.with_condition(Condition(CONDITION_SPEC_ERROR, message))
+
+
+def clear_spec_error(status: CronStatus) -> CronStatus:
+    """Remove the SpecError condition (the spec is valid again)."""
+    return status.without_condition(CONDITION_SPEC_ERROR)
+
+
+def apply_stopped(status: CronStatus, decision: StopDecision) -> CronStatus:
+    """Phase Stopped, the `cronworkflows.argoproj.io/completed: "true"` label, and a Completed condition saying which
+    expression stopped it. Resume by removing the label and the phase (see docs/cron.md)."""
+    updated = replace(status, phase=PHASE_STOPPED, completed=True)
+    return updated.with_condition(Condition(CONDITION_COMPLETED, decision.message))
+
+
+def apply_resumed(status: CronStatus) -> CronStatus:
+    """Undo `apply_stopped`: phase Active, no completed label, no Completed condition (counters are kept, so a
+    stop expression that is still true stops it again at the next decision)."""
+    updated = replace(status, phase=PHASE_ACTIVE if status.stopped else status.phase, completed=False)
+    return updated.without_condition(CONDITION_COMPLETED)
+
+
+def history_to_delete(spec: CronSpec, children: Iterable[Child]) -> tuple[Child, ...]:
+    """Finished children beyond the history limits: per bucket (Succeeded; Failed|Error) sorted by finishedAt
+    descending (unknown last), keep the first N, return the rest."""
+    children = list(children)
+    buckets = (
+        ([c for c in children if c.phase in SUCCEEDED_PHASES], spec.successful_history_limit),
+        ([c for c in children if c.phase in FAILED_PHASES], spec.failed_history_limit),
+    )
+    doomed: list[Child] = []
+    for bucket, keep in buckets:
+        bucket.sort(key=lambda c: (c.finished_at is not None, c.finished_at or _MIN_TIME, c.name), reverse=True)
+        doomed.extend(bucket[keep:])
+    return tuple(doomed)
+
+
+_MIN_TIME = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def apply_to_object(cron: Mapping[str, Any], status: CronStatus) -> dict[str, Any]:
+    """A deep copy of `cron` carrying `status`, the last-used-schedule annotation and the completed label.
+
+    The runner writes `status` through the status subresource and, when metadata differs from the original, the
+    metadata through the main resource (both guarded by resourceVersion).
+    """
+    updated = copy.deepcopy(dict(cron))
+    metadata = updated.setdefault("metadata", {})
+    if status.last_used_schedule is not None:
+        metadata.setdefault("annotations", {})[LAST_USED_SCHEDULE_ANNOTATION] = status.last_used_schedule
+    labels = metadata.get("labels") or {}
+    if status.completed:
+        labels[COMPLETED_LABEL] = "true"
+    else:
+        labels.pop(COMPLETED_LABEL, None)
+    if labels or "labels" in metadata:
+        metadata["labels"] = labels
+    updated["status"] = status.to_status()
+    return updated
+
+
+def parse_time(value: Any) -> datetime | None:
+    """RFC 3339 (`2026-03-08T07:30:00Z`, offsets, fractions) to an aware UTC datetime; None for empty/invalid."""
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a `Z` (Kubernetes' metav1.Time form; fractions kept only when present)."""
+    utc = value.astimezone(timezone.utc)
+    text = utc.replace(tzinfo=None).isoformat(timespec="microseconds" if utc.microsecond else "seconds")
+    return text + "Z"

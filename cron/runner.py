@@ -1,0 +1,828 @@
+"""The cron service's IO shell: watches CronWorkflows and their Workflows, wakes each CronWorkflow when it is next due,
+asks the pure engine what to do, and performs it (create / adopt / terminate / delete, guarded status writes, Events).
+
+Shape (Kubernetes CronJob v2 with Argo's semantics):
+- two Reflectors keep caches of `burstflow.io` CronWorkflows and of `argoproj.io` Workflows labelled
+  `workflows.argoproj.io/cron-workflow`; every change enqueues the owning CronWorkflow's key;
+- one heap of next wake-ups (one live entry per CronWorkflow, stale entries skipped) and one timer task sleeping on
+  the injected Clock until the earliest; nothing polls per CronWorkflow;
+- a work queue with N workers that never hands the same key to two workers (one decision at a time per
+  CronWorkflow); a key enqueued while it is being decided is decided again afterwards;
+- only the Lease holder decides; standbys keep their caches warm and take over with `observed_since` set to the
+  previous holder's last renewal, so ticks inside a failover are on-time runs, not deadline-bound catch-ups.
+
+Exactly once: the Workflow name `<cron>-<unix seconds>` is the lock. A 409 AlreadyExists on create is adopted into
+`status.active`/`lastScheduledTime` (Argo bug 14719 forgets it). Status is written through the status subresource
+with the resourceVersion the decision was based on; a 409 Conflict re-reads the object and decides again, so a
+stale status never overwrites a newer one.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import itertools
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from burstflow.clock import Clock, SystemClock
+from burstflow.leader import LeaderElector
+from burstflow.kube import (
+    CRON_WORKFLOWS,
+    WORKFLOWS,
+    AlreadyExists,
+    Conflict,
+    Kube,
+    KubeError,
+    NotFound,
+    Reflector,
+    TooManyRequests,
+    Unavailable,
+    WatchEvent,
+    object_key,
+)
+from cron import engine
+from cron.engine import CRON_LABEL, Child, CronStatus, Plan
+from cron.metrics import CronMetrics
+from cron.settings import CronSettings
+from cron.spec import ParseResult, parse_cron_workflow
+from cron.workflow import build_workflow
+
+log = logging.getLogger("burstflow.cron")
+
+COMPONENT = "burstflow-cron"
+Key = tuple[str, str]  # (namespace, CronWorkflow name)
+
+
+def _rv_int(obj: Mapping[str, Any] | None) -> int | None:
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+    except ValueError:
+        return None
+
+
+def _newer(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The more recent of two versions of one object (by resourceVersion when both are integers, else `b`)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    ra, rb = _rv_int(a), _rv_int(b)
+    if ra is not None and rb is not None and ra > rb:
+        return a
+    return b
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+class CronLeaderElector(LeaderElector):
+    """The Lease election, plus what a new leader must know to tell on-time runs from catch-ups after a failover.
+
+    While standing by, it records (on its own clock) the last time it saw another holder's Lease record change:
+    that holder was scheduling then. On taking over soon after (the lease expired or was released), scheduling has
+    been continuous since about then, so ticks in between are on-time runs, not catch-ups bound by
+    `startingDeadlineSeconds`; after a long outage (no live holder seen recently) the new leader's own start is the
+    boundary. `in_flight` counts Lease requests under way (for `CronRunner.idle`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.other_alive_at: datetime | None = None
+        self.in_flight = 0
+
+    def _observe(self, lease: dict, now: datetime) -> None:
+        changed = (lease.get("metadata") or {}).get("resourceVersion") != self._observed_rv
+        super()._observe(lease, now)
+        holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+        if changed and holder != self.identity:
+            # A release (holder "") is the previous leader's last act, so it counts as "alive" too.
+            self.other_alive_at = now
+
+    async def try_acquire_or_renew(self) -> bool:
+        self.in_flight += 1
+        try:
+            return await super().try_acquire_or_renew()
+        finally:
+            self.in_flight -= 1
+
+    def observed_since(self, now: datetime) -> datetime:
+        """Where continuous scheduling began, as seen at takeover time `now`."""
+        # The last change we saw can be one jittered retry period after the holder's real last renewal, and a
+        # holder keeps deciding for up to renew_deadline after it; a failover takes at most lease_duration plus
+        # one jittered retry period after the last change we saw.
+        slack = self.retry_period * (1 + self.jitter)
+        if self.other_alive_at is not None and now - self.other_alive_at <= timedelta(
+                seconds=self.lease_duration + 2 * slack):
+            return self.other_alive_at - timedelta(seconds=slack)
+        return now
+
+
+@dataclass
+class _Outcome:
+    """What one decision did, for logs, metrics and the caller's retry logic."""
+
+    conflict: bool = False
+    next_wakeup: datetime | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+class CronRunner:
+    """Schedules every CronWorkflow the Reflectors see. `await run()` until cancelled.
+
+    Contracts:
+    - time is read only from `clock`; one `now` per decision;
+    - without `elector` this instance is always the leader (tests, single-replica installs) and treats every
+      scheduled time at or after its own start as on-time;
+    - `idle()` is True when nothing is queued, being decided, due, or written-but-not-yet-seen on a watch: tests
+      step a FakeClock only then (`clock.run_until(t, idle=runner.idle)`).
+    """
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        clock: Clock,
+        settings: CronSettings,
+        metrics: CronMetrics,
+        elector: Any | None = None,
+    ) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.settings = settings
+        self.metrics = metrics
+        self.elector = elector
+        namespace = settings.namespace or None
+        self.crons = Reflector(kube, CRON_WORKFLOWS, namespace=namespace, on_event=self._on_cron_event, clock=clock)
+        self.workflows = Reflector(
+            kube, WORKFLOWS, namespace=namespace, label_selector=CRON_LABEL, on_event=self._on_workflow_event, clock=clock
+        )
+        self._children: dict[Key, dict[str, Mapping[str, Any]]] = {}
+        self._fresh: dict[Key, Mapping[str, Any]] = {}
+        self._parsed: dict[Key, tuple[tuple, ParseResult]] = {}
+        self._reported: dict[Key, set[str]] = {}
+        self._decided_through: dict[Key, datetime] = {}
+        self._spec_errors: set[Key] = set()
+        self._heap: list[tuple[datetime, int, Key]] = []
+        self._wake_at: dict[Key, datetime] = {}
+        self._seq = itertools.count()
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._pending_echo: dict[tuple[str, str, str], int | None] = {}
+        self._wake = asyncio.Event()
+        self._leading = False
+        self._observed_since: datetime | None = None
+        self._term_tasks: list[asyncio.Task[None]] = []
+        self._in_flight_terms = 0
+        self.decisions = 0
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Watch, then (as leader) schedule until cancelled. Reflectors stop when this returns."""
+        self.crons.start()
+        self.workflows.start()
+        try:
+            await asyncio.gather(self.crons.wait_synced(), self.workflows.wait_synced())
+            if self.elector is None:
+                await self.start_leading(self.clock.now())
+                await asyncio.Event().wait()
+            else:
+                await self.elector.run(self._lead, self.stop_leading)
+        finally:
+            await self.stop_leading()
+            await self.crons.stop()
+            await self.workflows.stop()
+
+    async def _lead(self) -> None:
+        since = self.elector.observed_since(self.clock.now()) if hasattr(self.elector, "observed_since") else None
+        await self.start_leading(since)
+        await asyncio.Event().wait()
+
+    async def start_leading(self, observed_since: datetime | None) -> None:
+        """Begin a term: decide every known CronWorkflow now, then follow wake-ups and events.
+
+        `observed_since` is when scheduling was last known to be running (this start, or the previous leader's
+        last renewal on a failover); due times at or after it are on-time runs.
+        """
+        if self._leading:
+            return
+        self._leading = True
+        self._observed_since = observed_since or self.clock.now()
+        self.metrics.is_leader.labels(component="cron").set(1)
+        log.info("leading", extra={"fields": {"observed_since": self._observed_since.isoformat()}})
+        self._term_tasks = [asyncio.get_running_loop().create_task(self._timer(), name="cron-timer")]
+        self._term_tasks += [
+            asyncio.get_running_loop().create_task(self._worker(), name=f"cron-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+        for key in list(self.crons.cache):
+            self._enqueue(key)
+
+    async def stop_leading(self) -> None:
+        """End a term: stop deciding (a decision in progress is cancelled; its writes are idempotent)."""
+        if not self._leading and not self._term_tasks:
+            return
+        self._leading = False
+        self.metrics.is_leader.labels(component="cron").set(0)
+        tasks, self._term_tasks = self._term_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._heap.clear()
+        self._wake_at.clear()
+        self._queued.clear()
+        self._processing.clear()
+        self._dirty.clear()
+        self._decided_through.clear()
+        self._queue = asyncio.Queue()
+        log.info("stopped leading")
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def idle(self) -> bool:
+        """Nothing queued, being decided, due now, or awaiting its own watch echo (see class docstring)."""
+        if not (self.crons.has_synced and self.workflows.has_synced):
+            return False
+        if getattr(self.elector, "in_flight", 0):
+            return False
+        if self._queued or self._processing or self._dirty or self._pending_echo:
+            return False
+        if self._leading:
+            self._drop_stale_wakeups()
+            if self._heap and self._heap[0][0] <= self.clock.now():
+                return False
+        return True
+
+    def healthy(self) -> bool:
+        """For /healthz: the watches are running (a standby is healthy too)."""
+        return all(
+            r._task is not None and not r._task.done() for r in (self.crons, self.workflows)  # noqa: SLF001
+        )
+
+    # ------------------------------------------------------------------------------------------------ events
+
+    async def _on_cron_event(self, event: WatchEvent) -> None:
+        key = object_key(event.object)
+        self._echo_seen(CRON_WORKFLOWS.plural, event)
+        if event.type == "DELETED":
+            self._forget(key)
+            self._update_gauges()
+            return
+        self._update_gauges()
+        if self._is_own_echo(key, event.object):
+            return
+        self._enqueue(key)
+
+    async def _on_workflow_event(self, event: WatchEvent) -> None:
+        workflow = event.object
+        self._echo_seen(WORKFLOWS.plural, event)
+        meta = workflow.get("metadata") or {}
+        cron_name = (meta.get("labels") or {}).get(CRON_LABEL)
+        if not cron_name:
+            return
+        key = (meta.get("namespace") or "", cron_name)
+        children = self._children.setdefault(key, {})
+        if event.type == "DELETED":
+            children.pop(meta.get("name"), None)
+        else:
+            current = children.get(meta.get("name"))
+            children[meta.get("name")] = _newer(current, workflow)
+        self._enqueue(key)
+
+    def _forget(self, key: Key) -> None:
+        for table in (self._fresh, self._parsed, self._reported, self._decided_through, self._wake_at):
+            table.pop(key, None)
+        self._spec_errors.discard(key)
+
+    def _update_gauges(self) -> None:
+        self.metrics.cron_workflows.set(len(self.crons.cache))
+        self.metrics.spec_errors.set(len(self._spec_errors))
+
+    def _expect_echo(self, plural: str, obj: Mapping[str, Any] | None, *, deleted: bool = False, key=None) -> None:
+        """Remember a write until the watch delivers it (`idle()` waits for that, and own echoes are not
+        re-decided). Only integer resourceVersions are tracked (real servers' are etcd revisions)."""
+        if obj is None and key is None:
+            return
+        ns, name = key or object_key(obj)
+        rv = None if deleted else _rv_int(obj)
+        if rv is None and not deleted:
+            return
+        self._pending_echo[(plural, ns, name)] = rv
+
+    def _echo_seen(self, plural: str, event: WatchEvent) -> None:
+        ns, name = object_key(event.object)
+        wanted_key = (plural, ns, name)
+        if wanted_key not in self._pending_echo:
+            return
+        wanted = self._pending_echo[wanted_key]
+        if event.type == "DELETED":
+            del self._pending_echo[wanted_key]
+            return
+        if wanted is None:
+            return
+        rv = _rv_int(event.object)
+        if rv is None or rv >= wanted:
+            del self._pending_echo[wanted_key]
+
+    def _is_own_echo(self, key: Key, obj: Mapping[str, Any]) -> bool:
+        fresh = self._fresh.get(key)
+        return fresh is not None and _rv_int(fresh) is not None and _rv_int(fresh) == _rv_int(obj)
+
+    # ------------------------------------------------------------------------------------------------ queue
+
+    def _enqueue(self, key: Key) -> None:
+        if not self._leading:
+            return
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue.put_nowait(key)
+
+    def _schedule(self, key: Key, when: datetime | None) -> None:
+        if when is None:
+            self._wake_at.pop(key, None)
+            return
+        if self._wake_at.get(key) == when:
+            return
+        self._wake_at[key] = when
+        earliest = self._heap[0][0] if self._heap else None
+        heapq.heappush(self._heap, (when, next(self._seq), key))
+        if earliest is None or when < earliest:
+            self._wake.set()
+
+    def _drop_stale_wakeups(self) -> None:
+        while self._heap and self._wake_at.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+
+    async def _timer(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self.clock.now()
+            self._drop_stale_wakeups()
+            while self._heap and self._heap[0][0] <= now:
+                when, _, key = heapq.heappop(self._heap)
+                if self._wake_at.get(key) == when:
+                    del self._wake_at[key]
+                    self._enqueue(key)
+                self._drop_stale_wakeups()
+            waiters = [asyncio.ensure_future(self._wake.wait())]
+            if self._heap:
+                delay = (self._heap[0][0] - now).total_seconds()
+                waiters.append(asyncio.ensure_future(self.clock.sleep(delay)))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._processing.add(key)
+            try:
+                await self._reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except (Unavailable, TooManyRequests) as error:
+                log.warning("API unavailable; retrying", extra={"fields": _key_fields(key, error=str(error))})
+                self._schedule(key, self.clock.now() + timedelta(seconds=self.settings.error_backoff_seconds))
+            except Exception:  # noqa: BLE001 - one CronWorkflow's failure must not stop the others
+                log.exception("decision failed", extra={"fields": _key_fields(key)})
+                self._schedule(key, self.clock.now() + timedelta(seconds=self.settings.error_backoff_seconds))
+            finally:
+                self._processing.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self._enqueue(key)
+
+    # ------------------------------------------------------------------------------------------------ decisions
+
+    def _current(self, key: Key) -> Mapping[str, Any] | None:
+        cached = self.crons.cache.get(key)
+        if cached is None:
+            return None
+        fresh = self._fresh.get(key)
+        if fresh is not None and (fresh.get("metadata") or {}).get("uid") != (cached.get("metadata") or {}).get("uid"):
+            fresh = None
+        return _newer(fresh, cached) if fresh is not None else cached
+
+    async def _reconcile(self, key: Key) -> None:
+        """Decide for one CronWorkflow until a decision commits (re-reading after each 409 Conflict)."""
+        for _ in range(self.settings.conflict_retries):
+            cron = self._current(key)
+            if cron is None or (cron.get("metadata") or {}).get("deletionTimestamp"):
+                self._schedule(key, None)
+                return
+            outcome = await self._decide(key, cron)
+            if not outcome.conflict:
+                self._schedule(key, outcome.next_wakeup)
+                for type_, reason, message in outcome.events:
+                    await self.kube.emit_event(dict(cron), reason=reason, message=message, type=type_,
+                                               component=COMPONENT)
+                return
+            try:
+                fresh = await self.kube.get(CRON_WORKFLOWS, key[1], namespace=key[0])
+            except NotFound:
+                return
+            self._fresh[key] = fresh
+        log.warning("status write kept conflicting; deciding again later", extra={"fields": _key_fields(key)})
+        self._enqueue(key)
+
+    def _parse(self, key: Key, cron: Mapping[str, Any]) -> ParseResult:
+        meta = cron.get("metadata") or {}
+        fingerprint = (
+            meta.get("uid"),
+            json.dumps(cron.get("spec"), sort_keys=True, default=str),
+            json.dumps(meta.get("labels") or {}, sort_keys=True),
+            json.dumps(meta.get("annotations") or {}, sort_keys=True),
+        )
+        known = self._parsed.get(key)
+        if known is not None and known[0] == fingerprint:
+            return known[1]
+        result = parse_cron_workflow(cron)
+        self._parsed[key] = (fingerprint, result)
+        return result
+
+    def _children_of(self, key: Key, uid: str | None) -> list[Child]:
+        out = []
+        for workflow in self._children.get(key, {}).values():
+            owners = (workflow.get("metadata") or {}).get("ownerReferences") or []
+            controller = next((o for o in owners if o.get("controller")), None)
+            if uid and controller is not None and controller.get("uid") != uid:
+                continue  # a same-named CronWorkflow's child (e.g. one deleted and re-created)
+            out.append(Child.from_workflow(workflow))
+        return out
+
+    def _report_once(self, key: Key, outcome: _Outcome, type_: str, reason: str, message: str) -> None:
+        seen = self._reported.setdefault(key, set())
+        if (reason, message) in seen:
+            return
+        seen.add((reason, message))
+        outcome.events.append((type_, reason, message))
+
+    async def _decide(self, key: Key, cron: Mapping[str, Any]) -> _Outcome:
+        self.decisions += 1
+        now = self.clock.now()
+        outcome = _Outcome()
+        meta = cron.get("metadata") or {}
+        original = CronStatus.from_object(cron)
+        status = original
+        result = self._parse(key, cron)
+        if not result.ok:
+            message = "; ".join(result.errors)
+            status = engine.apply_spec_error(status, message)
+            if key not in self._spec_errors:
+                self._spec_errors.add(key)
+                self._update_gauges()
+            # Times that pass while the spec is broken are not owed later (Argo never scheduled them either).
+            self._decided_through[key] = now
+            self._report_once(key, outcome, "Warning", "SpecError", message)
+            log.warning("invalid spec", extra={"fields": _key_fields(key, errors=list(result.errors))})
+            outcome.conflict = not await self._commit(key, cron, original, status)
+            return outcome
+        if key in self._spec_errors:
+            self._spec_errors.discard(key)
+            self._update_gauges()
+            self._reported.pop(key, None)
+        status = engine.clear_spec_error(status)
+        spec = result.spec
+        for warning in result.warnings:
+            self._report_once(key, outcome, "Warning", "SpecWarning", warning)
+        children = self._children_of(key, meta.get("uid"))
+        status, counted = engine.reconcile_children(status, children)
+        for child in counted:
+            log.info("run finished", extra={"fields": _key_fields(key, workflow=child.name, phase=child.phase)})
+        created_at = _parse_time(meta.get("creationTimestamp")) or now
+        decision: Plan = engine.plan(
+            spec,
+            status,
+            now=now,
+            created=created_at,
+            observed_since=self._observed_since,
+            decided_through=self._decided_through.get(key),
+            children=children,
+        )
+        if decision.stop is not None:
+            status = engine.apply_stopped(status, decision.stop)
+            outcome.events.append(("Normal", "Stopped", decision.stop.message))
+            log.info("stopped", extra={"fields": _key_fields(key, expression=decision.stop.expression)})
+        if decision.submission_error is not None:
+            status = engine.apply_submission_error(status, decision.submission_error)
+            self.metrics.submission_failures.labels(namespace=key[0]).inc()
+            outcome.events.append(("Warning", "SubmissionError", decision.submission_error))
+        if decision.missed > engine.MISSED_WARNING_THRESHOLD:
+            outcome.events.append((
+                "Warning", "TooManyMissedTimes",
+                f"more than {engine.MISSED_WARNING_THRESHOLD} scheduled times were missed; only the latest is "
+                "considered",
+            ))
+        for warning in decision.warnings:
+            outcome.events.append(("Warning", "ScheduleWarning", warning))
+        if decision.skip is not None:
+            outcome.events.append(("Normal", "RunSkipped", decision.skip.message))
+        if decision.adopt is not None:
+            status = engine.apply_adopted(status, spec=spec, child=decision.adopt)
+            log.info("adopted existing run", extra={"fields": _key_fields(key, workflow=decision.adopt.name)})
+        if decision.run is not None:
+            status = await self._submit(key, cron, spec, status, decision, outcome)
+        deletions = engine.history_to_delete(spec, children)
+        if not await self._commit(key, cron, original, status):
+            outcome.conflict = True
+            return outcome
+        # Counted only once the decision is committed, so a conflict-and-retry never counts a skip twice.
+        if decision.skip is not None:
+            self.metrics.runs_skipped.labels(reason=decision.skip.reason.value).inc()
+            log.info("run skipped", extra={"fields": _key_fields(
+                key, scheduled=decision.skip.scheduled_time.isoformat(), reason=decision.skip.reason.value)})
+        if decision.decided_through is not None:
+            previous = self._decided_through.get(key)
+            if previous is None or decision.decided_through > previous:
+                self._decided_through[key] = decision.decided_through
+        for child in deletions:
+            await self._delete_child(key, child)
+        outcome.next_wakeup = decision.next_wakeup
+        return outcome
+
+    async def _submit(self, key: Key, cron, spec, status: CronStatus, decision: Plan, outcome: _Outcome) -> CronStatus:
+        scheduled = decision.run
+        for ref in decision.terminate:
+            await self._terminate(key, ref)
+        workflow = build_workflow(cron, scheduled)
+        name = workflow["metadata"]["name"]
+        try:
+            created = await self.kube.create(WORKFLOWS, workflow, namespace=key[0])
+        except AlreadyExists:
+            try:
+                existing = await self.kube.get(WORKFLOWS, name, namespace=key[0])
+            except NotFound:
+                # Created and deleted in between (history limit elsewhere): it existed, so the time is done.
+                existing = workflow
+            self._remember_child(key, existing)
+            log.info("run already exists; adopted", extra={"fields": _key_fields(key, workflow=name)})
+            return engine.apply_adopted(status, spec=spec, child=Child.from_workflow(existing))
+        except (Unavailable, TooManyRequests):
+            raise
+        except KubeError as error:
+            message = f"Failed to submit Workflow: {error.message}"
+            self.metrics.submission_failures.labels(namespace=key[0]).inc()
+            outcome.events.append(("Warning", "SubmissionError", message))
+            log.warning("submission failed", extra={"fields": _key_fields(key, workflow=name, error=str(error))})
+            return engine.apply_submission_error(status, message)
+        self._remember_child(key, created)
+        self._expect_echo(WORKFLOWS.plural, created)
+        lag = (self.clock.now() - scheduled).total_seconds()
+        self.metrics.scheduling_lag.observe(max(0.0, lag))
+        self.metrics.runs_created.labels(namespace=key[0]).inc()
+        log.info("run created", extra={"fields": _key_fields(
+            key, workflow=name, scheduled=scheduled.isoformat(), catch_up=decision.catch_up, lag_seconds=lag)})
+        return engine.apply_created(status, spec=spec, scheduled_time=scheduled, workflow=created)
+
+    def _remember_child(self, key: Key, workflow: Mapping[str, Any]) -> None:
+        name = (workflow.get("metadata") or {}).get("name")
+        children = self._children.setdefault(key, {})
+        children[name] = _newer(children.get(name), workflow)
+
+    async def _terminate(self, key: Key, ref) -> None:
+        """Replace: stop an active run the way Argo does (`spec.shutdown: Terminate`); the Workflow stays."""
+        try:
+            patched = await self.kube.patch(WORKFLOWS, ref.name, {"spec": {"shutdown": "Terminate"}},
+                                            namespace=ref.namespace or key[0])
+        except NotFound:
+            return
+        self._remember_child(key, patched)
+        self._expect_echo(WORKFLOWS.plural, patched)
+        log.info("run terminated (Replace)", extra={"fields": _key_fields(key, workflow=ref.name)})
+
+    async def _delete_child(self, key: Key, child: Child) -> None:
+        try:
+            await self.kube.delete(WORKFLOWS, child.name, namespace=child.namespace or key[0])
+        except NotFound:
+            pass
+        else:
+            self._expect_echo(WORKFLOWS.plural, None, deleted=True, key=(child.namespace or key[0], child.name))
+        self._children.get(key, {}).pop(child.name, None)
+        log.info("history limit: deleted", extra={"fields": _key_fields(key, workflow=child.name, phase=child.phase)})
+
+    async def _commit(self, key: Key, cron: Mapping[str, Any], original: CronStatus, status: CronStatus) -> bool:
+        """Write what changed: status through /status, then labels/annotations through the object, each guarded
+        by the resourceVersion read. Returns False on 409 Conflict (the caller re-reads and decides again)."""
+        target = engine.apply_to_object(cron, status)
+        current: Mapping[str, Any] = cron
+        try:
+            if status != original:
+                body = dict(target)
+                body["metadata"] = {**(cron.get("metadata") or {})}
+                current = await self.kube.replace(CRON_WORKFLOWS, body, namespace=key[0], subresource="status")
+                self._fresh[key] = current
+                self._expect_echo(CRON_WORKFLOWS.plural, current)
+            patch = _metadata_patch(cron.get("metadata") or {}, target.get("metadata") or {})
+            if patch:
+                patch["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+                current = await self.kube.patch(CRON_WORKFLOWS, key[1], patch, namespace=key[0])
+                self._fresh[key] = current
+                self._expect_echo(CRON_WORKFLOWS.plural, current)
+        except Conflict:
+            log.info("status write conflict; re-reading", extra={"fields": _key_fields(key)})
+            return False
+        return True
+
+
+def _metadata_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A merge patch turning `old`'s labels/annotations into `new`'s (None when equal)."""
+    patch: dict[str, Any] = {}
+    for part in ("labels", "annotations"):
+        before, after = old.get(part) or {}, new.get(part) or {}
+        if before == after:
+            continue
+        diff = {k: v for k, v in after.items() if before.get(k) != v}
+        diff.update({k: None for k in before if k not in after})
+        patch[part] = diff
+    return {"metadata": patch} if patch else None
+
+
+def _key_fields(key: Key, **fields: Any) -> dict[str, Any]:
+    return {"namespace": key[0], "cronworkflow": key[1], **fields}
+
+
+# ---------------------------------------------------------------------------------------------------- the service
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's `fields` (see `extra=`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextLogFormatter(logging.Formatter):
+    """`time level logger: message key=value ...` for a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in (getattr(record, "fields", None) or {}).items())
+        line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        line = f"{line} {fields}" if fields else line
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(settings: CronSettings, stream=None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else TextLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `burstflow cron run`; each overrides its `BURSTFLOW_CRON_*` variable (see docs/cron-service.md)."""
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    parser.add_argument("--namespace", help="watch only this namespace (default: all namespaces)")
+    parser.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (default 9090)")
+    parser.add_argument("--metrics-host", help="address to serve metrics on (default 0.0.0.0)")
+    parser.add_argument("--identity", help="this replica's name in the Lease (default: pod name / hostname)")
+    parser.add_argument("--lease-namespace", help="namespace of the Lease (default: $BURSTFLOW_POD_NAMESPACE)")
+    parser.add_argument("--no-leader-election", dest="leader_election", action="store_const", const=False,
+                        help="schedule without a Lease (only when exactly one replica runs)")
+    parser.add_argument("--workers", type=int, help="CronWorkflows decided concurrently (default 32)")
+    parser.add_argument("--log-format", choices=["json", "text"], help="log format (default json)")
+    parser.add_argument("--log-level", help="log level (default INFO)")
+
+
+def _kubeconfig_path(explicit: str | None, env: Mapping[str, str]) -> str | None:
+    if explicit:
+        return explicit
+    if env.get("KUBECONFIG"):
+        return env["KUBECONFIG"].split(os.pathsep)[0]
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    default = os.path.expanduser("~/.kube/config")
+    return default if os.path.exists(default) else None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`burstflow cron run`: serve until SIGTERM/SIGINT. Exit code 2 for bad settings or connection config."""
+    from cron.settings import SettingsError
+
+    try:
+        settings = CronSettings.from_env(
+            os.environ,
+            kubeconfig=_kubeconfig_path(getattr(args, "kubeconfig", None), os.environ),
+            namespace=getattr(args, "namespace", None),
+            metrics_port=getattr(args, "metrics_port", None),
+            metrics_host=getattr(args, "metrics_host", None),
+            identity=getattr(args, "identity", None),
+            lease_namespace=getattr(args, "lease_namespace", None),
+            leader_election=getattr(args, "leader_election", None),
+            workers=getattr(args, "workers", None),
+            log_format=getattr(args, "log_format", None),
+            log_level=getattr(args, "log_level", None),
+        )
+    except SettingsError as error:
+        print(f"burstflow cron run: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def serve(settings: CronSettings, *, clock: Clock | None = None, kube: Kube | None = None,
+                registry=None, stop: asyncio.Event | None = None,
+                on_ready: Callable[[int], Awaitable[None] | None] | None = None) -> int:
+    """Run the cron service until `stop` is set (or SIGTERM/SIGINT when serving for real). Returns an exit code.
+
+    Opens the Kubernetes connection unless `kube` is given, serves /metrics and /healthz on the settings' port
+    (`on_ready(bound_port)` is called once listening), campaigns for the Lease when `leader_election` is on.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from burstflow.kube import ConfigError
+    from cron.metrics import metrics_app, start_metrics_server
+
+    clock = clock or SystemClock()
+    log.info("starting", extra={"fields": {"settings": settings.redacted()}})
+    own_kube = kube is None
+    if own_kube:
+        try:
+            kube = await Kube.connect(settings.kubeconfig, clock=clock)
+        except ConfigError as error:
+            log.error("cannot connect to Kubernetes", extra={"fields": {"error": str(error)}})
+            return 2
+    registry = registry or CollectorRegistry()
+    metrics = CronMetrics(registry)
+    elector = None
+    if settings.leader_election:
+        elector = CronLeaderElector(
+            kube, name=settings.lease_name, namespace=settings.lease_namespace, identity=settings.identity,
+            clock=clock, lease_duration=settings.lease_duration_seconds,
+            renew_deadline=settings.renew_deadline_seconds, retry_period=settings.retry_period_seconds,
+        )
+    runner = CronRunner(kube=kube, clock=clock, settings=settings, metrics=metrics, elector=elector)
+    web_runner, port = await start_metrics_server(
+        metrics_app(registry, healthy=runner.healthy), host=settings.metrics_host, port=settings.metrics_port)
+    log.info("metrics listening", extra={"fields": {"port": port}})
+    if on_ready is not None:
+        maybe = on_ready(port)
+        if asyncio.iscoroutine(maybe):
+            await maybe
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    task = loop.create_task(runner.run(), name="cron-runner")
+    stopper = loop.create_task(stop.wait())
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and task.exception() is not None:
+            log.error("runner failed", exc_info=task.exception())
+            return 1
+        return 0
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        for pending in (task, stopper):
+            pending.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+        await web_runner.cleanup()
+        if own_kube:
+            await kube.close()
+        log.info("stopped")

@@ -1,0 +1,708 @@
+"""The webhook's HTTPS server over real TLS: admission round trips, malformed input, concurrency, certificate
+rotation during traffic, readiness, metrics, admitter failures and graceful drain (in-process and on SIGTERM)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import logging
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from burstflow.clock import FakeClock
+from tests.conftest import ROOT, load_admission
+from tests.tls import TlsFiles, served_serial
+from webhook.admission import Outcome, allowed, decode_patch, patched
+from webhook.server import JsonFormatter, Server, add_serve_arguments
+from webhook.settings import DEFAULT_MAX_BODY_BYTES, WebhookSettings, settings_from_args
+from webhook.tlsreload import CertReloader
+
+ARGO_POD = "pod-create-argo-workflow-pod.json"
+MARK = {"op": "add", "path": "/metadata/annotations/test.burstflow.io~1seen", "value": "yes"}
+
+
+class LabelAdmitter:
+    """Patches pods that carry the Argo workflow label, leaves everything else unchanged; readiness is settable."""
+
+    def __init__(self, ready: bool = True) -> None:
+        self.ready = ready
+        self.seen: list[dict[str, Any]] = []
+
+    async def admit(self, request: dict[str, Any]) -> Outcome:
+        self.seen.append(request)
+        labels = ((request.get("object") or {}).get("metadata") or {}).get("labels") or {}
+        if "workflows.argoproj.io/workflow" in labels:
+            return Outcome(patched(request["uid"], [MARK]), "mutated", ("argo", "seccomp"))
+        return Outcome(allowed(request["uid"]), "unchanged")
+
+
+class FailingAdmitter(LabelAdmitter):
+    """Raises on pods named `boom`, behaves like LabelAdmitter otherwise."""
+
+    async def admit(self, request: dict[str, Any]) -> Outcome:
+        if request.get("name") == "boom":
+            raise KeyError("spec")
+        return await super().admit(request)
+
+
+class GateAdmitter(LabelAdmitter):
+    """Holds every admission until `release` is set; `entered` tells that one is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def admit(self, request: dict[str, Any]) -> Outcome:
+        self.entered.set()
+        await self.release.wait()
+        return await super().admit(request)
+
+
+def review_body(name: str = ARGO_POD, *, uid: str | None = None, name_override: str | None = None) -> dict:
+    body = copy.deepcopy(load_admission(name)["body"])
+    if uid is not None:
+        body["request"]["uid"] = uid
+    if name_override is not None:
+        body["request"]["name"] = name_override
+    return body
+
+
+def settings_for(tls: TlsFiles, **overrides: Any) -> WebhookSettings:
+    return WebhookSettings(cert_file=str(tls.cert_path), key_file=str(tls.key_path), bind_address="127.0.0.1",
+                           port=0, metrics_address="127.0.0.1", metrics_port=0, **overrides)
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    return TlsFiles(tmp_path / "tls")
+
+
+@pytest.fixture
+async def client(tls: TlsFiles):
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls.client_context(), limit=0)) as session:
+        yield session
+
+
+@pytest.fixture
+async def server(tls: TlsFiles):
+    async with Server(admitter=LabelAdmitter(), settings=settings_for(tls)) as running:
+        yield running
+
+
+async def post(client: aiohttp.ClientSession, server: Server, body: Any, *, path: str = "/mutate",
+               headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+    """POST and return (status, content type, parsed JSON or text)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if headers is None else headers
+    async with client.post(server.url(path), data=data, headers=headers) as response:
+        text = await response.text()
+        if response.content_type == "application/json":
+            return response.status, response.content_type, json.loads(text)
+        return response.status, response.content_type, text
+
+
+# --- admission round trips -----------------------------------------------------------------------------------------
+
+async def test_captured_review_on_the_api_server_path_gets_patch_and_echoed_uid(server, client):
+    fixture = load_admission(ARGO_POD)
+    headers = {k: v for k, v in fixture["headers"].items() if k in ("Content-Type", "Accept", "User-Agent")}
+    status, ctype, answer = await post(client, server, fixture["body"], path=fixture["path"], headers=headers)
+    assert fixture["path"] == "/mutate/pods?timeout=5s"
+    assert (status, ctype) == (200, "application/json")
+    response = answer["response"]
+    assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview"
+    assert response["uid"] == fixture["body"]["request"]["uid"]
+    assert response["allowed"] is True and response["patchType"] == "JSONPatch"
+    assert decode_patch(response) == [MARK]
+    assert server.admitter.seen == [fixture["body"]["request"]]
+
+
+async def test_unchanged_pod_answer_has_no_patch_keys(server, client):
+    body = review_body()
+    del body["request"]["object"]["metadata"]["labels"]["workflows.argoproj.io/workflow"]
+    status, _, answer = await post(client, server, body)
+    assert status == 200
+    assert answer == {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                      "response": {"uid": body["request"]["uid"], "allowed": True}}
+
+
+@pytest.mark.parametrize("fixture", ["workflow-create.json", "pod-create-dry-run.json",
+                                     "pod-create-generatename.json"])
+async def test_other_wellformed_reviews_reach_the_admitter(server, client, fixture):
+    body = review_body(fixture)
+    status, _, answer = await post(client, server, body, path="/mutate")
+    assert status == 200 and answer["response"]["uid"] == body["request"]["uid"]
+    assert server.admitter.seen == [body["request"]]
+    assert sample(server.registry, "burstflow_webhook_malformed_requests_total", reason="not_a_pod") == 0
+
+
+async def test_pod_delete_without_object_is_not_malformed(server, client):
+    body = review_body()
+    request = body["request"]
+    request["operation"], request["oldObject"], request["object"] = "DELETE", request["object"], None
+    status, _, answer = await post(client, server, body)
+    assert status == 200 and answer["response"] == {"uid": request["uid"], "allowed": True}
+
+
+async def test_get_on_mutate_is_405(server, client):
+    async with client.get(server.url("/mutate")) as response:
+        assert response.status == 405
+
+
+# --- malformed input ----------------------------------------------------------------------------------------------
+
+UID = "a348af2a-b00e-47e5-b6b1-8c27728e5fc0"
+
+
+def _without(path: str):
+    def change(body):
+        parent, key = body, path.split(".")
+        for part in key[:-1]:
+            parent = parent[part]
+        del parent[key[-1]]
+        return json.dumps(body).encode()
+    return change
+
+
+def _set(path: str, value: Any):
+    def change(body):
+        parent, key = body, path.split(".")
+        for part in key[:-1]:
+            parent = parent[part]
+        parent[key[-1]] = value
+        return json.dumps(body).encode()
+    return change
+
+
+PLAIN = "text/plain"
+MALFORMED = [
+    # id, body builder, content type, reason, HTTP status, plain text or (code, message) in an AdmissionReview
+    ("not JSON", lambda b: b'{"apiVersion": "admission.k8s.io/v1", "kind": ', "application/json", "not_json", 400,
+     "request body is not valid JSON: Expecting value: line 1 column 47 (char 46)"),
+    ("empty body", lambda b: b"", "application/json", "not_json", 400,
+     "request body is not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+    ("wrong content type", lambda b: json.dumps(b).encode(), "text/plain", "content_type", 415,
+     "Content-Type must be application/json, got 'text/plain'"),
+    ("JSON but a list", lambda b: b"[1, 2]", "application/json", "not_review", 400,
+     "request body must be a JSON object (an AdmissionReview), got list"),
+    ("no request", _without("request"), "application/json", "no_request", 400,
+     "AdmissionReview has no `request` object"),
+    ("request is a string", _set("request", "pod"), "application/json", "no_request", 400,
+     "AdmissionReview has no `request` object"),
+    ("no uid", _without("request.uid"), "application/json", "no_uid", 400,
+     "AdmissionReview `request.uid` is missing or not a non-empty string"),
+    ("uid is a number", _set("request.uid", 7), "application/json", "no_uid", 400,
+     "AdmissionReview `request.uid` is missing or not a non-empty string"),
+    ("v1beta1 review", _set("apiVersion", "admission.k8s.io/v1beta1"), "application/json", "wrong_kind", 200,
+     (400, "expected apiVersion 'admission.k8s.io/v1' kind 'AdmissionReview', got apiVersion "
+           "'admission.k8s.io/v1beta1' kind 'AdmissionReview'")),
+    ("wrong kind", _set("kind", "Pod"), "application/json", "wrong_kind", 200,
+     (400, "expected apiVersion 'admission.k8s.io/v1' kind 'AdmissionReview', got apiVersion "
+           "'admission.k8s.io/v1' kind 'Pod'")),
+    ("wrong kind and no uid", lambda b: json.dumps({"kind": "Pod"}).encode(), "application/json", "wrong_kind", 400,
+     "expected apiVersion 'admission.k8s.io/v1' kind 'AdmissionReview', got apiVersion None kind 'Pod'"),
+    ("pods request carrying a ConfigMap", _set("request.object", {"apiVersion": "v1", "kind": "ConfigMap"}),
+     "application/json", "not_a_pod", 200,
+     (400, "request is for resource pods but request.object is 'ConfigMap', not a Pod")),
+    ("pods request without object", _set("request.object", None), "application/json", "not_a_pod", 200,
+     (400, "request is for resource pods but request.object is 'NoneType', not a Pod")),
+]
+
+
+@pytest.mark.parametrize("build, content_type, reason, status, expected",
+                         [row[1:] for row in MALFORMED], ids=[row[0] for row in MALFORMED])
+async def test_malformed_request_gets_precise_answer_and_is_counted(server, client, build, content_type, reason,
+                                                                    status, expected):
+    data = build(review_body(uid=UID))
+    got_status, ctype, answer = await post(client, server, data, headers={"Content-Type": content_type})
+    assert got_status == status
+    if isinstance(expected, str):
+        assert (ctype, answer) == (PLAIN, expected + "\n")
+    else:
+        code, message = expected
+        assert ctype == "application/json"
+        assert answer == {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
+            "uid": UID, "allowed": False, "status": {"code": code, "message": message}}}
+    assert sample(server.registry, "burstflow_webhook_malformed_requests_total", reason=reason) == 1
+    assert sample(server.registry, "burstflow_webhook_admissions_total", outcome="malformed", profile="") == 1
+    assert server.admitter.seen == []
+
+
+async def test_malformed_request_is_logged_with_its_reason(server, client, caplog):
+    with caplog.at_level(logging.WARNING, logger="webhook.server"):
+        await post(client, server, b"nope")
+    assert any("reason=not_json" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+async def test_body_over_the_limit_is_refused_with_413_announced_or_streamed(tls, client):
+    limit = 4096
+    async with Server(admitter=LabelAdmitter(), settings=settings_for(tls, max_body_bytes=limit)) as server:
+        body = json.dumps(review_body()).encode()
+        assert len(body) > limit
+        status, ctype, text = await post(client, server, body)
+        assert (status, ctype, text) == (
+            413, PLAIN, f"request body of {len(body)} bytes exceeds the limit of {limit} bytes\n")
+
+        async def chunked():  # no Content-Length: the limit is enforced while reading
+            for start in range(0, len(body), 1000):
+                yield body[start:start + 1000]
+
+        async with client.post(server.url(), data=chunked(), headers={"Content-Type": "application/json"}) as resp:
+            assert "Content-Length" not in resp.request_info.headers
+            assert (resp.status, await resp.text()) == (413, f"request body exceeds the limit of {limit} bytes\n")
+        assert sample(server.registry, "burstflow_webhook_malformed_requests_total", reason="body_too_large") == 2
+
+        small = json.dumps(review_body("pod-create-generatename.json")).encode()
+        assert len(small) <= limit
+        status, _, answer = await post(client, server, small)
+        assert status == 200 and answer["response"]["allowed"] is True
+
+
+def test_default_body_limit_holds_two_maximal_objects_plus_envelope():
+    api_server_object_cap = 3 * 1024 * 1024
+    assert DEFAULT_MAX_BODY_BYTES == 2 * api_server_object_cap + 1024 * 1024
+
+
+# --- failures of ours -----------------------------------------------------------------------------------------------
+
+async def test_admitter_exception_answers_500_review_with_uid_and_server_keeps_serving(tls, client, caplog):
+    async with Server(admitter=FailingAdmitter(), settings=settings_for(tls)) as server:
+        with caplog.at_level(logging.ERROR, logger="webhook.server"):
+            status, _, answer = await post(client, server, review_body(uid="u-boom", name_override="boom"))
+        assert status == 200
+        assert answer["response"] == {"uid": "u-boom", "allowed": False, "status": {
+            "code": 500, "message": "burstflow webhook internal error: KeyError: 'spec'"}}
+        assert any(r.exc_info and "uid=u-boom" in r.getMessage() for r in caplog.records)
+        assert sample(server.registry, "burstflow_webhook_admissions_total", outcome="error", profile="") == 1
+
+        status, _, answer = await post(client, server, review_body(uid="u-after"))
+        assert status == 200 and answer["response"]["uid"] == "u-after" and answer["response"]["allowed"]
+
+
+async def test_admitter_answering_another_uid_is_an_error_of_ours(tls, client):
+    class WrongUid(LabelAdmitter):
+        async def admit(self, request):
+            return Outcome(allowed("someone-else"), "unchanged")
+
+    async with Server(admitter=WrongUid(), settings=settings_for(tls)) as server:
+        status, _, answer = await post(client, server, review_body(uid="mine"))
+        assert status == 200 and answer["response"]["uid"] == "mine"
+        assert answer["response"]["status"]["code"] == 500
+        assert "admitter answered uid 'someone-else' for request uid 'mine'" in answer["response"]["status"]["message"]
+
+
+# --- concurrency, readiness, metrics ------------------------------------------------------------------------------
+
+async def test_200_concurrent_requests_each_get_their_own_uid(server, client):
+    async def one(i: int) -> str:
+        status, _, answer = await post(client, server, review_body(uid=f"uid-{i}"))
+        assert status == 200
+        return answer["response"]["uid"]
+
+    uids = await asyncio.gather(*(one(i) for i in range(200)))
+    assert uids == [f"uid-{i}" for i in range(200)]
+    assert sample(server.registry, "burstflow_webhook_admissions_total", outcome="mutated",
+                  profile="argo,seccomp") == 200
+
+
+async def test_readyz_follows_the_admitter_and_healthz_always_answers(tls, client):
+    admitter = LabelAdmitter(ready=False)
+    async with Server(admitter=admitter, settings=settings_for(tls)) as server:
+        async with client.get(server.url("/readyz")) as response:
+            assert (response.status, await response.text()) == (503, "not ready: policies not loaded yet\n")
+        async with client.get(server.url("/healthz")) as response:
+            assert (response.status, await response.text()) == (200, "ok\n")
+        admitter.ready = True
+        async with client.get(server.url("/readyz")) as response:
+            assert (response.status, await response.text()) == (200, "ready\n")
+
+
+async def test_metrics_endpoint_is_plain_http_and_shows_traffic(server, client):
+    await post(client, server, review_body())
+    await post(client, server, b"{", headers={"Content-Type": "application/json"})
+    async with client.get(server.metrics_url()) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    assert 'burstflow_webhook_admissions_total{outcome="mutated",profile="argo,seccomp"} 1.0' in text
+    assert 'burstflow_webhook_admissions_total{outcome="malformed",profile=""} 1.0' in text
+    assert 'burstflow_webhook_malformed_requests_total{reason="not_json"} 1.0' in text
+    assert "burstflow_webhook_admission_duration_seconds_count 2.0" in text
+    assert "burstflow_webhook_tls_reloads_total 0.0" in text
+    async with client.get(server.url("/metrics")) as response:  # not on the HTTPS port
+        assert response.status == 404
+
+
+# --- TLS ------------------------------------------------------------------------------------------------------------
+
+async def test_certificate_rotation_during_traffic_drops_nothing_and_new_connections_see_new_cert(tls):
+    ctx = tls.client_context()
+    async with Server(admitter=LabelAdmitter(), settings=settings_for(tls)) as server:
+        old_serial = tls.serial
+        assert await served_serial("127.0.0.1", server.port, ctx) == old_serial
+        stop = asyncio.Event()
+        results: list[tuple[int, str]] = []
+        errors: list[BaseException] = []
+
+        async def worker(i: int, force_close: bool) -> None:
+            # Half the workers reconnect on every request (a TLS handshake each time), half keep one connection.
+            connector = aiohttp.TCPConnector(ssl=ctx, force_close=force_close)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                n = 0
+                while not stop.is_set():
+                    uid = f"w{i}-{n}"
+                    try:
+                        status, _, answer = await post(session, server, review_body(uid=uid))
+                        results.append((status, answer["response"]["uid"] == uid))
+                    except Exception as exc:  # noqa: BLE001 - every failure is what we count
+                        errors.append(exc)
+                    n += 1
+
+        workers = [asyncio.create_task(worker(i, force_close=i % 2 == 0)) for i in range(8)]
+        while len(results) < 40:
+            await asyncio.sleep(0.01)
+        new_serial = tls.rotate()
+        assert server.reloader.check() is True
+        before = len(results)
+        while len(results) < before + 40:
+            await asyncio.sleep(0.01)
+        assert await served_serial("127.0.0.1", server.port, ctx) == new_serial
+        assert await served_serial("localhost", server.port, ctx) == new_serial
+        stop.set()
+        await asyncio.gather(*workers)
+
+    assert errors == []
+    assert results and all(r == (200, True) for r in results)
+    assert new_serial != old_serial
+    assert sample(server.registry, "burstflow_webhook_tls_reloads_total") == 1
+
+
+async def test_half_written_or_mismatched_files_keep_the_old_certificate(tls, caplog):
+    ctx = tls.client_context()
+    async with Server(admitter=LabelAdmitter(), settings=settings_for(tls)) as server:
+        reloader = server.reloader
+        old_serial = tls.serial
+        chain, key, new_serial = tls.issue()
+
+        tls.cert_path.write_bytes(chain[: len(chain) // 2])  # cert half written
+        with caplog.at_level(logging.ERROR, logger="webhook.tlsreload"):
+            assert reloader.check() is False
+        assert "still serving the previous certificate" in caplog.records[-1].getMessage()
+        assert reloader.last_error.startswith("SSLError")
+        assert await served_serial("127.0.0.1", server.port, ctx) == old_serial
+
+        tls.cert_path.write_bytes(chain)  # new cert, old key: the pair does not match
+        assert reloader.check() is False
+        assert "KEY_VALUES_MISMATCH" in reloader.last_error or "key values mismatch" in reloader.last_error
+        assert await served_serial("127.0.0.1", server.port, ctx) == old_serial
+        assert reloader.check() is False  # unchanged files are not retried
+
+        tls.key_path.write_bytes(key)  # the writer finishes
+        assert reloader.check() is True and reloader.last_error is None
+        assert await served_serial("127.0.0.1", server.port, ctx) == new_serial
+        assert sample(server.registry, "burstflow_webhook_tls_reloads_total") == 1
+
+
+async def test_reloader_polls_on_the_injected_clock(tls):
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    reloaded = []
+    reloader = CertReloader(tls.cert_path, tls.key_path, on_reload=lambda: reloaded.append(clock.now()))
+    task = asyncio.create_task(reloader.run(clock, 10.0))
+    try:
+        await asyncio.sleep(0)
+        tls.rotate()
+        clock.advance(9.9)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert reloaded == []
+        clock.advance(0.1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert reloaded == [datetime(2026, 1, 1, 0, 0, 10, tzinfo=timezone.utc)]
+    finally:
+        task.cancel()
+
+
+async def test_server_refuses_to_start_without_a_usable_certificate(tmp_path):
+    settings = WebhookSettings(cert_file=str(tmp_path / "missing.crt"), key_file=str(tmp_path / "missing.key"),
+                               bind_address="127.0.0.1", port=0, metrics_port=0)
+    with pytest.raises(FileNotFoundError):
+        await Server(admitter=LabelAdmitter(), settings=settings).start()
+
+
+# --- drain ----------------------------------------------------------------------------------------------------------
+
+async def test_stop_refuses_new_connections_and_finishes_the_request_in_flight(tls, client):
+    admitter = GateAdmitter()
+    server = Server(admitter=admitter, settings=settings_for(tls))
+    await server.start()
+    in_flight = asyncio.create_task(post(client, server, review_body(uid="slow")))
+    await admitter.entered.wait()
+    stopping = asyncio.create_task(server.stop())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", server.port)
+    # aiohttp's drain is measured in wall time: hold the request long enough that a server which did not wait
+    # for it (or waited only briefly) would already have cut it off.
+    await asyncio.sleep(0.3)
+    assert not stopping.done()
+    admitter.release.set()
+    status, _, answer = await in_flight
+    assert status == 200 and answer["response"]["uid"] == "slow"
+    await stopping
+
+
+async def test_drain_gives_up_after_the_timeout(tls, client):
+    admitter = GateAdmitter()
+    server = Server(admitter=admitter, settings=settings_for(tls, drain_timeout_seconds=0.2))
+    await server.start()
+    in_flight = asyncio.create_task(post(client, server, review_body(uid="stuck")))
+    await admitter.entered.wait()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await server.stop()
+    assert loop.time() - started < 2.0
+    with pytest.raises(aiohttp.ClientError):
+        await in_flight
+
+
+SIGTERM_CHILD = r"""
+import asyncio, sys
+from pathlib import Path
+from webhook.admission import Outcome, allowed
+from webhook.server import configure_logging, serve
+from webhook.settings import WebhookSettings
+
+cert, key, release = sys.argv[1:4]
+configure_logging("json", "info")
+
+class Gate:
+    ready = True
+    async def admit(self, request):
+        print("admitting", flush=True)
+        while not Path(release).exists():
+            await asyncio.sleep(0.01)
+        return Outcome(allowed(request["uid"]), "unchanged")
+
+def ready(server):
+    print("ports", server.port, server.metrics_port, flush=True)
+
+settings = WebhookSettings(cert_file=cert, key_file=key, bind_address="127.0.0.1", port=0,
+                           metrics_address="127.0.0.1", metrics_port=0, drain_timeout_seconds=10)
+sys.exit(asyncio.run(serve(settings, admitter=Gate(), ready=ready)))
+"""
+
+
+async def test_sigterm_drains_the_request_in_flight_and_exits_0(tls, client, tmp_path):
+    release = tmp_path / "release"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SIGTERM_CHILD, str(tls.cert_path), str(tls.key_path), str(release),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        line = (await asyncio.wait_for(child.stdout.readline(), 20)).decode().split()
+        assert line[0] == "ports", line
+        port = int(line[1])
+        in_flight = asyncio.create_task(client.post(
+            f"https://127.0.0.1:{port}/mutate", data=json.dumps(review_body(uid="term")).encode(),
+            headers={"Content-Type": "application/json"}))
+        assert (await asyncio.wait_for(child.stdout.readline(), 10)).strip() == b"admitting"
+        child.send_signal(signal.SIGTERM)
+        for _ in range(200):  # the child closes its listener; wait for that, bounded
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await asyncio.sleep(0.01)
+            except (ConnectionRefusedError, ConnectionResetError):  # reset: accepted just as the listener closed
+                break
+        else:
+            pytest.fail("the listener was still open 2 s after SIGTERM")
+        await asyncio.sleep(0.3)  # longer than a drain that does not wait would take (see the in-process test)
+        assert child.returncode is None
+        release.touch()
+        response = await asyncio.wait_for(in_flight, 10)
+        assert response.status == 200
+        assert (await response.json())["response"] == {"uid": "term", "allowed": True}
+        assert await asyncio.wait_for(child.wait(), 10) == 0
+        logged = [json.loads(line) for line in (await child.stderr.read()).decode().splitlines()]
+        assert any(entry["message"].startswith("signal received: no longer accepting connections, draining")
+                   for entry in logged)
+        assert logged[-1]["message"] == "webhook stopped"
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+# --- settings -------------------------------------------------------------------------------------------------------
+
+def test_settings_from_env_parse_every_kind():
+    settings = WebhookSettings.from_env({
+        "BURSTFLOW_WEBHOOK_PORT": "8443", "BURSTFLOW_WEBHOOK_POLICY_PATHS": "policies/, extra.yaml",
+        "BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER": "false", "BURSTFLOW_WEBHOOK_DRAIN_TIMEOUT_SECONDS": "2.5",
+        "BURSTFLOW_WEBHOOK_LOG_FORMAT": "json", "BURSTFLOW_WEBHOOK_KEY_FILE": "", "UNRELATED": "x"})
+    assert settings == WebhookSettings(port=8443, policy_paths=("policies/", "extra.yaml"),
+                                       policies_from_cluster=False, drain_timeout_seconds=2.5, log_format="json")
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"BURSTFLOW_WEBHOOK_PORT": "https"},
+     "BURSTFLOW_WEBHOOK_PORT='https': invalid literal for int() with base 10: 'https'"),
+    ({"BURSTFLOW_WEBHOOK_PORT": "70000"}, "from environment: port: 70000 is not a TCP port (0-65535)"),
+    ({"BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER": "maybe"},
+     "BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER='maybe': expected true or false"),
+    ({"BURSTFLOW_WEBHOOK_LOG_FORMAT": "xml"}, "from environment: log_format: 'xml' is not one of text, json"),
+    ({"BURSTFLOW_WEBHOOK_MAX_BODY_BYTES": "10"},
+     "from environment: max_body_bytes: 10 is too small to hold any AdmissionReview"),
+], ids=["port not a number", "port out of range", "bad boolean", "bad log format", "tiny body limit"])
+def test_settings_reject_bad_values_naming_the_variable(environ, message):
+    with pytest.raises(ValueError) as info:
+        WebhookSettings.from_env(environ)
+    assert str(info.value) == message
+
+
+def test_flags_override_environment_and_absent_flags_do_not():
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(["--port", "7443", "--policies", "a.yaml", "--policies", "dir/",
+                              "--no-cluster-policies"])
+    settings = settings_from_args(args, {"BURSTFLOW_WEBHOOK_PORT": "8443", "BURSTFLOW_WEBHOOK_METRICS_PORT": "9191"})
+    assert (settings.port, settings.metrics_port) == (7443, 9191)
+    assert settings.policy_paths == ("a.yaml", "dir/") and settings.policies_from_cluster is False
+    assert settings_from_args(parser.parse_args([]), {}) == WebhookSettings()
+
+
+def test_every_setting_has_a_reason_and_secrets_are_redacted():
+    import dataclasses
+
+    assert all(f.metadata.get("reason") for f in dataclasses.fields(WebhookSettings))
+    shown = WebhookSettings(key_password="hunter2").redacted()
+    assert shown["key_password"] == "<redacted>" and "hunter2" not in json.dumps(shown)
+    assert "hunter2" not in repr(WebhookSettings(key_password="hunter2"))
+    assert WebhookSettings().redacted()["key_password"] == ""
+
+
+async def test_startup_logs_settings_once_with_secrets_redacted_and_a_bad_cert_exits_1(tmp_path, caplog):
+    from webhook.server import serve
+
+    settings = WebhookSettings(cert_file=str(tmp_path / "missing.crt"), key_file=str(tmp_path / "missing.key"),
+                               key_password="hunter2", bind_address="127.0.0.1", port=0, metrics_port=0)
+    with caplog.at_level(logging.INFO, logger="webhook.server"):
+        code = await serve(settings, admitter=LabelAdmitter())
+    assert code == 1
+    settings_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("webhook settings:")]
+    assert len(settings_lines) == 1 and '"key_password": "<redacted>"' in settings_lines[0]
+    assert "hunter2" not in caplog.text
+    assert "webhook cannot start: FileNotFoundError" in caplog.text
+
+
+def test_json_log_lines():
+    record = logging.LogRecord("webhook.server", logging.WARNING, __file__, 1, "bad %s", ("input",), None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["level"], entry["logger"], entry["message"]) == ("warning", "webhook.server", "bad input")
+
+
+# --- with the real admitter (webhook.admitter.PodAdmitter and the example policies) ---------------------------------
+
+async def test_real_pod_admitter_over_https_is_transparent_and_idempotent(tls, client):
+    import jsonpatch
+
+    from webhook.admitter import PodAdmitter, PolicyStore, store_from_paths
+
+    loaded = store_from_paths([str(ROOT / "policies")])
+    store = PolicyStore()
+    admitter = PodAdmitter(store=store)
+    async with Server(admitter=admitter, settings=settings_for(tls)) as server:
+        async with client.get(server.url("/readyz")) as response:
+            assert response.status == 503
+        store.update(loaded.policies)
+        async with client.get(server.url("/readyz")) as response:
+            assert response.status == 200
+
+        fixture = load_admission(ARGO_POD)
+        status, _, answer = await post(client, server, fixture["body"], path=fixture["path"])
+        direct = await PodAdmitter(store=loaded).admit(copy.deepcopy(fixture["body"]["request"]))
+        assert status == 200 and answer["response"] == direct.response and direct.outcome == "mutated"
+        assert sample(server.registry, "burstflow_webhook_admissions_total", outcome="mutated",
+                      profile=",".join(direct.profiles)) == 1
+
+        pod = jsonpatch.apply_patch(fixture["body"]["request"]["object"], decode_patch(answer["response"]))
+        again = review_body(uid="reinvoked")
+        again["request"]["object"] = pod
+        status, _, answer = await post(client, server, again)
+        assert status == 200 and answer["response"] == {"uid": "reinvoked", "allowed": True}
+
+
+def _child_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("BURSTFLOW_WEBHOOK_")}
+
+
+async def test_burstflow_webhook_serve_end_to_end(tls, client):
+    """The real command: flags, JSON logs, example policies, HTTPS admission, metrics, SIGTERM -> exit 0."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "burstflow.cli", "webhook", "serve", "--cert-file", str(tls.cert_path),
+        "--key-file", str(tls.key_path), "--bind-address", "127.0.0.1", "--port", "0", "--metrics-address",
+        "127.0.0.1", "--metrics-port", "0", "--policies", str(ROOT / "policies"), "--no-cluster-policies",
+        "--log-format", "json", cwd=ROOT, env=_child_env(), stderr=asyncio.subprocess.PIPE)
+    try:
+        logged = []
+        while True:
+            line = await asyncio.wait_for(child.stderr.readline(), 20)
+            assert line, f"webhook exited early: {logged}"
+            logged.append(json.loads(line))
+            if logged[-1]["message"].startswith("webhook listening on "):
+                break
+        settings_line = [e for e in logged if e["message"].startswith("webhook settings: ")]
+        assert len(settings_line) == 1
+        assert json.loads(settings_line[0]["message"].split(": ", 1)[1])["policy_paths"] == [str(ROOT / "policies")]
+        words = logged[-1]["message"].split()
+        port = int(words[3].rsplit(":", 1)[1])
+        metrics_url = words[6].rstrip(")")
+
+        async with client.get(f"https://127.0.0.1:{port}/readyz") as response:
+            assert response.status == 200
+        fixture = load_admission(ARGO_POD)
+        async with client.post(f"https://127.0.0.1:{port}{fixture['path']}", json=fixture["body"]) as response:
+            answer = (await response.json())["response"]
+        assert answer["uid"] == fixture["body"]["request"]["uid"] and answer["patchType"] == "JSONPatch"
+        async with client.get(metrics_url) as response:
+            text = await response.text()
+        assert 'burstflow_webhook_policies_loaded{kind="BurstProfile"}' in text
+        assert 'burstflow_webhook_admissions_total{outcome="mutated"' in text
+
+        child.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(child.wait(), 10) == 0
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+@pytest.mark.parametrize("argv, env, code, message", [
+    (["--port", "99999"], {}, 2, "burstflow webhook serve: port: 99999 is not a TCP port (0-65535)"),
+    ([], {"BURSTFLOW_WEBHOOK_LOG_FORMAT": "xml"}, 2,
+     "burstflow webhook serve: BURSTFLOW_WEBHOOK_LOG_FORMAT='xml': " if False else
+     "burstflow webhook serve: from environment: log_format: 'xml' is not one of text, json"),
+], ids=["bad flag value", "bad variable"])
+async def test_burstflow_webhook_serve_rejects_bad_settings(argv, env, code, message):
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "burstflow.cli", "webhook", "serve", *argv, cwd=ROOT, env={**_child_env(), **env},
+        stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(child.communicate(), 20)
+    assert child.returncode == code
+    assert stderr.decode().strip() == message

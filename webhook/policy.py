@@ -1,0 +1,389 @@
+"""The BurstProfile model: validates objects against the CRD's own schema, then compiles them into `Profile`s.
+
+Compiling happens once, when policies are loaded: selectors, provider presets and every CEL expression
+(matchConditions and `{{ ... }}` values) are checked and compiled here, so the request path only evaluates.
+Errors are `PolicyError`s naming where the object came from, the object and the field path.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from burstflow import cel
+from webhook.providers import Effect, PresetError, preset
+from webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
+
+GROUP = "burstflow.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "BurstProfile"
+CRD_PATH = Path(__file__).resolve().parent.parent / "manifests" / "base" / "crds" / "burstprofiles.burstflow.io.yaml"
+
+CEL_VARIABLES = ("object", "namespaceObject", "request")
+TEMPLATE = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
+
+# Kubernetes' rules for label keys and values (apimachinery validation.IsQualifiedName / IsValidLabelValue).
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(f"^{_NAME}$")
+
+
+class PolicyError(ValueError):
+    """An invalid policy: `source` (file or cluster), `obj` ("BurstProfile/name"), `path` (field path), `message`."""
+
+    def __init__(self, message: str, *, path: str = "", obj: str = "", source: str = "") -> None:
+        self.message = message
+        self.path = path
+        self.obj = obj
+        self.source = source
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [part for part in (self.source, self.obj, self.path) if part]
+        return ": ".join(parts + [self.message])
+
+    def located(self, *, obj: str | None = None, source: str | None = None, prefix: str = "") -> PolicyError:
+        """A copy with the object/source filled in and `prefix` put in front of the field path."""
+        path = f"{prefix}.{self.path}" if prefix and self.path else (prefix or self.path)
+        return PolicyError(self.message, path=path, obj=self.obj or (obj or ""), source=self.source or (source or ""))
+
+
+def label_key_error(key: str) -> str | None:
+    """Why `key` is not a valid label/annotation key, or None."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"key {key!r}: prefix must be a DNS subdomain"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return f"key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+    return None
+
+
+def label_value_error(value: str) -> str | None:
+    """Why `value` is not a valid label value, or None."""
+    if value == "" or (len(value) <= 63 and _LABEL_NAME.match(value)):
+        return None
+    return (f"label value {value!r} must be at most 63 alphanumerics, '-', '_' or '.', starting and ending "
+            "alphanumeric")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A `{{ <CEL> }}` value, computed from the request at admission time."""
+
+    text: str
+    program: cel.Program
+
+
+Value = str | Template
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    program: cel.Program
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One compiled profile (from a BurstProfile or a vci-profile / eci-profile selector).
+
+    Application order across profiles is `order_key`: higher `priority` first, then BurstProfiles before ConfigMap
+    profiles, then by name (ConfigMap selectors keep their list order).
+    """
+
+    name: str
+    source: str = ""
+    priority: int = 0
+    origin_rank: int = 0
+    namespace_selector: Selector = EVERYTHING
+    object_selector: Selector = EVERYTHING
+    workflow_pods_only: bool = True
+    conditions: tuple[Condition, ...] = ()
+    annotations: tuple[tuple[str, Value], ...] = ()
+    labels: tuple[tuple[str, Value], ...] = ()
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    node_affinity: tuple[Mapping[str, Any], ...] = ()
+    seccomp: bool = True
+    override: bool = False
+    provider: str = ""
+    order: tuple[Any, ...] = field(default=(), compare=False)
+
+    @property
+    def order_key(self) -> tuple[Any, ...]:
+        return (-self.priority, self.origin_rank, self.order or (self.name,))
+
+    @property
+    def uses_cel(self) -> bool:
+        return bool(self.conditions) or any(isinstance(v, Template) for _, v in self.annotations + self.labels)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Everything the admission path needs, compiled: profiles in application order, namespace labels known from
+    Namespace documents (offline use), other kinds compiled by registered compilers (e.g. "ResourcePolicy")."""
+
+    profiles: tuple[Profile, ...] = ()
+    namespaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    compiled: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    env: cel.Environment | None = None
+    warnings: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """Objects per kind, for the `burstflow_webhook_policies_loaded` gauge."""
+        counts = {"BurstProfile": sum(1 for p in self.profiles if p.origin_rank == 0),
+                  "ConfigMapProfile": sum(1 for p in self.profiles if p.origin_rank == 1)}
+        for kind, items in self.compiled.items():
+            counts[kind] = len(items)
+        return counts
+
+
+def new_environment() -> cel.Environment:
+    """The CEL environment every policy expression compiles in (variables object, namespaceObject, request)."""
+    return cel.Environment(CEL_VARIABLES)
+
+
+def sort_profiles(profiles: Iterable[Profile]) -> tuple[Profile, ...]:
+    return tuple(sorted(profiles, key=lambda p: p.order_key))
+
+
+# --- CRD schema -------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def crd() -> dict[str, Any]:
+    """The BurstProfile CustomResourceDefinition as shipped in manifests/ (the single source of the schema)."""
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> tuple[dict[str, Any], jsonschema.Draft7Validator]:
+    for version in crd()["spec"]["versions"]:
+        if version["name"] == VERSION:
+            schema = version["schema"]["openAPIV3Schema"]
+            return schema, jsonschema.Draft7Validator(schema)
+    raise RuntimeError(f"{CRD_PATH} has no version {VERSION}")
+
+
+def _format_path(parts: Iterable[Any]) -> str:
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part}]"
+    return text
+
+
+def schema_errors(obj: Mapping[str, Any]) -> list[PolicyError]:
+    """Check `obj` against the CRD's openAPIV3Schema as the API server would with strict field validation:
+    types/enums/required/patterns, unknown fields, then the schema's `x-kubernetes-validations` CEL rules."""
+    schema, validator = _schema()
+    errors = [PolicyError(error.message, path=_format_path(error.absolute_path))
+              for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
+    if errors:
+        return errors
+    _unknown_fields(obj, schema, [], errors)
+    if errors:
+        return errors
+    _cel_rules(obj, schema, [], errors)
+    return errors
+
+
+def _unknown_fields(value: Any, schema: Mapping[str, Any], path: list[Any], errors: list[PolicyError]) -> None:
+    if isinstance(value, Mapping):
+        properties = schema.get("properties")
+        if properties is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            for key in value:
+                if key not in properties and "additionalProperties" not in schema:
+                    known = ", ".join(sorted(properties))
+                    errors.append(PolicyError(f"unknown field {key!r} (known: {known})",
+                                              path=_format_path(path + [key])))
+        for key, item in value.items():
+            sub = (properties or {}).get(key)
+            if sub is None and isinstance(schema.get("additionalProperties"), Mapping):
+                sub = schema["additionalProperties"]
+            if sub is not None:
+                _unknown_fields(item, sub, path + [key], errors)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            _unknown_fields(item, schema["items"], path + [index], errors)
+
+
+@functools.lru_cache(maxsize=None)
+def _rule(expression: str) -> cel.Program:
+    return cel.compile(expression, variables=["self"])
+
+
+def _cel_rules(value: Any, schema: Mapping[str, Any], path: list[Any], errors: list[PolicyError]) -> None:
+    for rule in schema.get("x-kubernetes-validations") or ():
+        try:
+            ok = _rule(rule["rule"]).evaluate({"self": value})
+        except cel.CelError as exc:
+            ok = False
+            detail = f" ({exc})"
+        else:
+            detail = ""
+        if ok is not True:
+            errors.append(PolicyError(rule.get("message", f"failed rule: {rule['rule']}") + detail,
+                                      path=_format_path(path + list(filter(None, [rule.get("fieldPath", "").lstrip(".")])))))
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            sub = (schema.get("properties") or {}).get(key)
+            if sub is None and isinstance(schema.get("additionalProperties"), Mapping):
+                sub = schema["additionalProperties"]
+            if sub is not None:
+                _cel_rules(item, sub, path + [key], errors)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            _cel_rules(item, schema["items"], path + [index], errors)
+
+
+# --- compile ----------------------------------------------------------------------------------------------------
+
+
+def compile_value(raw: str, env: cel.Environment, path: str) -> Value:
+    """A literal string, or a `{{ <CEL> }}` Template compiled now (PolicyError at `path` if it does not compile)."""
+    match = TEMPLATE.match(raw)
+    if not match:
+        return raw
+    try:
+        return Template(raw, env.compile(match.group(1).strip()))
+    except cel.CelError as exc:
+        raise PolicyError(f"CEL: {exc}", path=path) from None
+
+
+def compile_map(raw: Mapping[str, Any] | None, env: cel.Environment, path: str, *,
+                labels: bool) -> list[tuple[str, Value]]:
+    """A key -> value map of annotations (labels=False) or labels; keys and literal label values are checked."""
+    items: list[tuple[str, Value]] = []
+    for key, value in (raw or {}).items():
+        problem = label_key_error(str(key))
+        if problem:
+            raise PolicyError(problem, path=f"{path}[{key}]")
+        if not isinstance(value, str):
+            raise PolicyError(f"value must be a string, not {value!r} (quote it in YAML)", path=f"{path}[{key}]")
+        compiled = compile_value(value, env, f"{path}[{key}]")
+        if labels and isinstance(compiled, str):
+            problem = label_value_error(compiled)
+            if problem:
+                raise PolicyError(problem, path=f"{path}[{key}]")
+        items.append((str(key), compiled))
+    return items
+
+
+def _merge(preset_items: Iterable[tuple[str, Any]], own: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """Preset values first; the profile's own value for the same key replaces the preset's."""
+    merged = dict(preset_items)
+    merged.update(own)
+    return tuple(merged.items())
+
+
+def compile_profile(obj: Mapping[str, Any], env: cel.Environment, *, source: str = "") -> Profile:
+    """Validate (CRD schema first, then semantics) and compile one BurstProfile object.
+
+    Raises PolicyError carrying `source`, "BurstProfile/<name>" and the field path of the first problem(s).
+    """
+    result = profile_errors(obj, env, source=source)
+    if isinstance(result, Profile):
+        return result
+    raise result[0] if len(result) == 1 else PolicyErrors(result)
+
+
+class PolicyErrors(PolicyError):
+    """Several problems found in one object."""
+
+    def __init__(self, errors: list[PolicyError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.message, path=first.path, obj=first.obj, source=first.source)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+def profile_errors(obj: Mapping[str, Any], env: cel.Environment, *, source: str = "") -> Profile | list[PolicyError]:
+    """The compiled Profile, or every problem found (schema problems stop before semantic checks)."""
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    name = metadata.get("name")
+    ref = f"{KIND}/{name or '<unnamed>'}"
+
+    def err(message: str, path: str) -> list[PolicyError]:
+        return [PolicyError(message, path=path, obj=ref, source=source)]
+
+    if obj.get("apiVersion") != API_VERSION:
+        return err(f"apiVersion must be {API_VERSION}, not {obj.get('apiVersion')!r}", "apiVersion")
+    if not isinstance(name, str) or not name:
+        return err("is required", "metadata.name")
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        return err(f"{name!r} must be a lowercase DNS subdomain (a-z, 0-9, '-', '.')", "metadata.name")
+    if metadata.get("namespace"):
+        return err("BurstProfile is cluster-scoped: remove metadata.namespace", "metadata.namespace")
+    problems = schema_errors(obj)
+    if problems:
+        return [p.located(obj=ref, source=source) for p in problems]
+    spec = obj.get("spec") or {}
+    try:
+        return _compile_spec(name, spec, env, source=source)
+    except PolicyError as exc:
+        return [exc.located(obj=ref, source=source, prefix="spec")]
+
+
+def _compile_spec(name: str, spec: Mapping[str, Any], env: cel.Environment, *, source: str) -> Profile:
+    match = spec.get("match") or {}
+    selectors = {}
+    for key in ("namespaceSelector", "objectSelector"):
+        try:
+            selectors[key] = compile_selector(match.get(key))
+        except SelectorError as exc:
+            raise PolicyError(exc.message, path=f"match.{key}" + (f".{exc.path}" if exc.path else "")) from None
+    conditions = []
+    for index, condition in enumerate(match.get("matchConditions") or ()):
+        try:
+            conditions.append(Condition(condition["name"], env.compile(condition["expression"])))
+        except cel.CelError as exc:
+            raise PolicyError(f"CEL: {exc}", path=f"match.matchConditions[{index}].expression") from None
+    effect = Effect()
+    provider_name = ""
+    for provider_name, settings in (spec.get("provider") or {}).items():
+        try:
+            effect = preset(provider_name, settings)
+        except PresetError as exc:
+            raise PolicyError(exc.message, path=f"provider.{provider_name}" + (f".{exc.path}" if exc.path else "")) \
+                from None
+    annotations = compile_map(spec.get("annotations"), env, "annotations", labels=False)
+    labels = compile_map(spec.get("labels"), env, "labels", labels=True)
+    node_selector = []
+    for key, value in (spec.get("nodeSelector") or {}).items():
+        problem = label_key_error(key) or label_value_error(value)
+        if problem:
+            raise PolicyError(problem, path=f"nodeSelector[{key}]")
+        node_selector.append((key, value))
+    seccomp = spec.get("seccomp", "RuntimeDefault")
+    return Profile(
+        name=name,
+        source=source,
+        priority=int(spec.get("priority", 0)),
+        origin_rank=0,
+        namespace_selector=selectors["namespaceSelector"],
+        object_selector=selectors["objectSelector"],
+        workflow_pods_only=bool(match.get("workflowPodsOnly", True)),
+        conditions=tuple(conditions),
+        annotations=_merge(effect.annotations, annotations),
+        labels=_merge(effect.labels, labels),
+        node_selector=_merge(effect.node_selector, node_selector),
+        tolerations=tuple(effect.tolerations) + tuple(spec.get("tolerations") or ()),
+        node_affinity=tuple(effect.node_affinity),
+        seccomp=seccomp == "RuntimeDefault",
+        override=bool(spec.get("override", False)),
+        provider=provider_name,
+    )

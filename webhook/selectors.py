@@ -1,0 +1,105 @@
+"""Kubernetes label selectors (matchLabels + matchExpressions), compiled once and matched against label maps."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+class SelectorError(ValueError):
+    """A selector that is not a valid `metav1.LabelSelector`; `path` is relative to the selector."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    operator: str
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return self.key not in labels or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A compiled label selector: every requirement must hold (AND), as in Kubernetes.
+
+    An empty selector (`{}`) matches every label set, including an empty one.
+    """
+
+    requirements: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str] | None) -> bool:
+        labels = labels or {}
+        for requirement in self.requirements:
+            if not requirement.matches(labels):
+                return False
+        return True
+
+    @property
+    def empty(self) -> bool:
+        return not self.requirements
+
+
+EVERYTHING = Selector()
+
+
+def compile_selector(raw: Any) -> Selector:
+    """Compile a `metav1.LabelSelector` dict; raises SelectorError naming the offending field.
+
+    `None` compiles to the match-everything selector (the field was not set).
+    """
+    if raw is None:
+        return EVERYTHING
+    if not isinstance(raw, Mapping):
+        raise SelectorError("", f"must be an object with matchLabels/matchExpressions, not {type(raw).__name__}")
+    unknown = sorted(set(raw) - {"matchLabels", "matchExpressions"})
+    if unknown:
+        raise SelectorError(unknown[0], "unknown field (a selector has matchLabels and matchExpressions)")
+    requirements: list[Requirement] = []
+    match_labels = raw.get("matchLabels") or {}
+    if not isinstance(match_labels, Mapping):
+        raise SelectorError("matchLabels", "must be a map of label key to value")
+    for key, value in match_labels.items():
+        if not isinstance(value, str):
+            raise SelectorError(f"matchLabels.{key}", f"value must be a string, not {value!r} (quote it in YAML)")
+        requirements.append(Requirement(str(key), "In", frozenset((value,))))
+    expressions = raw.get("matchExpressions") or []
+    if not isinstance(expressions, list):
+        raise SelectorError("matchExpressions", "must be a list")
+    for index, expression in enumerate(expressions):
+        requirements.append(compile_requirement(expression, f"matchExpressions[{index}]"))
+    return Selector(tuple(requirements))
+
+
+def compile_requirement(raw: Any, path: str) -> Requirement:
+    """One `{key, operator, values}` entry; In/NotIn need values, Exists/DoesNotExist must have none."""
+    if not isinstance(raw, Mapping):
+        raise SelectorError(path, "must be an object with key, operator and values")
+    key = raw.get("key")
+    if not isinstance(key, str) or not key:
+        raise SelectorError(f"{path}.key", "is required")
+    operator = raw.get("operator")
+    if operator not in OPERATORS:
+        raise SelectorError(f"{path}.operator", f"must be one of {', '.join(OPERATORS)}, not {operator!r}")
+    values = raw.get("values") or []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise SelectorError(f"{path}.values", "must be a list of strings")
+    if operator in ("In", "NotIn") and not values:
+        raise SelectorError(f"{path}.values", f"must be non-empty for operator {operator}")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise SelectorError(f"{path}.values", f"must be empty for operator {operator}")
+    return Requirement(key, operator, frozenset(values))

@@ -1,0 +1,397 @@
+"""The webhook's HTTPS shell: decodes AdmissionReviews, calls the admitter, encodes answers; TLS reload, metrics, drain.
+
+Two error channels (docs/webhook-server.md has the table):
+- malformed input is the caller's problem: an AdmissionReview with `allowed: false` and an HTTP-like code when the
+  body carried a `request.uid` to echo, otherwise a plain 4xx; each is counted under its reason and logged;
+- an unexpected exception of ours is caught in one place (`handle_mutate`), logged with its traceback, counted as
+  outcome `error`, and still answered with the uid (`errored(uid, 500, ...)`).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from burstflow.clock import Clock, SystemClock
+from webhook.admission import API_VERSION, KIND, Admitter, errored, review
+from webhook.metrics import WebhookMetrics
+from webhook.settings import WebhookSettings, add_settings_arguments, settings_from_args
+from webhook.tlsreload import CertReloader
+
+log = logging.getLogger(__name__)
+
+ADMITTER = web.AppKey("admitter", Admitter)
+SETTINGS = web.AppKey("settings", WebhookSettings)
+METRICS = web.AppKey("metrics", WebhookMetrics)
+CLOCK = web.AppKey("clock", Clock)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+RELOADER = web.AppKey("reloader", CertReloader)
+
+MUTATE_PATHS = ("/mutate", "/mutate/pods")
+POD_RESOURCE = {"group": "", "version": "v1", "resource": "pods"}
+# Enough for a burst of API-server connections opening at once (the default 128 drops SYNs, costing 1 s retries).
+LISTEN_BACKLOG = 1024
+
+
+class Malformed(Exception):
+    """A request we refuse to interpret; `uid` is set when the body carried one to echo."""
+
+    def __init__(self, reason: str, code: int, message: str, uid: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = code
+        self.message = message
+        self.uid = uid
+
+    def response(self) -> web.Response:
+        if self.uid is not None:
+            return _json_response(review(errored(self.uid, self.code, self.message)))
+        return web.Response(status=self.code, text=self.message + "\n")
+
+
+def _json_response(body: dict[str, Any]) -> web.Response:
+    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as more than `limit` bytes are announced or received."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Malformed("body_too_large", 413,
+                        f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise Malformed("body_too_large", 413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode_review(request: web.Request, limit: int) -> dict[str, Any]:
+    """The AdmissionReview's `request`, checked far enough for the admitter to rely on; raises Malformed.
+
+    Checked: size, Content-Type, JSON, an object, apiVersion/kind, `request` an object, `uid` a non-empty string,
+    and for a CREATE/UPDATE of pods, an `object` that is a Pod. The uid is extracted before the later checks so
+    that every failure after it can be answered with an AdmissionReview.
+    """
+    if request.content_type != "application/json":
+        raise Malformed("content_type", 415,
+                        f"Content-Type must be application/json, got {request.content_type or 'nothing'!r}")
+    body = await _read_body(request, limit)
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise Malformed("not_json", 400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise Malformed("not_review", 400,
+                        f"request body must be a JSON object (an AdmissionReview), got {type(document).__name__}")
+    admission = document.get("request")
+    uid = admission.get("uid") if isinstance(admission, dict) else None
+    uid = uid if isinstance(uid, str) and uid else None
+    if document.get("apiVersion") != API_VERSION or document.get("kind") != KIND:
+        raise Malformed("wrong_kind", 400,
+                        f"expected apiVersion {API_VERSION!r} kind {KIND!r}, got apiVersion "
+                        f"{document.get('apiVersion')!r} kind {document.get('kind')!r}", uid)
+    if not isinstance(admission, dict):
+        raise Malformed("no_request", 400, "AdmissionReview has no `request` object")
+    if uid is None:
+        raise Malformed("no_uid", 400, "AdmissionReview `request.uid` is missing or not a non-empty string")
+    if (admission.get("resource") == POD_RESOURCE and not admission.get("subResource")
+            and admission.get("operation") in ("CREATE", "UPDATE")):
+        obj = admission.get("object")
+        kind = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
+        if kind != "Pod":
+            raise Malformed("not_a_pod", 400,
+                            f"request is for resource pods but request.object is {kind!r}, not a Pod", uid)
+    return admission
+
+
+async def handle_mutate(request: web.Request) -> web.Response:
+    """POST /mutate: one AdmissionReview in, one out. The only place that catches our own failures."""
+    app = request.app
+    metrics, clock = app[METRICS], app[CLOCK]
+    started = clock.monotonic()
+    uid: str | None = None
+    try:
+        try:
+            admission = await decode_review(request, app[SETTINGS].max_body_bytes)
+        except Malformed as bad:
+            metrics.count_malformed(bad.reason)
+            log.warning("malformed admission request from %s: reason=%s code=%d uid=%s: %s",
+                        request.remote, bad.reason, bad.code, bad.uid, bad.message)
+            return bad.response()
+        uid = admission["uid"]
+        outcome = await app[ADMITTER].admit(admission)
+        if outcome.response.get("uid") != uid:
+            raise RuntimeError(f"admitter answered uid {outcome.response.get('uid')!r} for request uid {uid!r}")
+        metrics.count_admission(outcome.outcome, outcome.profiles)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("admitted uid=%s namespace=%s name=%s outcome=%s profiles=%s", uid,
+                      admission.get("namespace"), admission.get("name"), outcome.outcome, ",".join(outcome.profiles))
+        return _json_response(review(outcome.response))
+    except Exception as exc:
+        metrics.count_admission("error")
+        log.exception("admission failed: uid=%s", uid)
+        message = f"burstflow webhook internal error: {type(exc).__name__}: {str(exc)[:200]}"
+        if uid is None:
+            return web.Response(status=500, text=message + "\n")
+        return _json_response(review(errored(uid, 500, message)))
+    finally:
+        metrics.admission_duration.observe(clock.monotonic() - started)
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers."""
+    return web.Response(text="ok\n")
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 only once the admitter has its policies (so no pod is admitted by an empty policy set)."""
+    if request.app[ADMITTER].ready:
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="not ready: policies not loaded yet\n")
+
+
+async def _admitter_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Enter the admitter when it is an async context manager (cluster watches), exit it on shutdown."""
+    admitter = app[ADMITTER]
+    if hasattr(admitter, "__aenter__") and hasattr(admitter, "__aexit__"):
+        async with admitter:
+            yield
+    else:
+        yield
+
+
+async def _reloader_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Poll the certificate files while the app runs."""
+    reloader = app.get(RELOADER)
+    if reloader is None:
+        yield
+        return
+    task = asyncio.get_running_loop().create_task(
+        reloader.run(app[CLOCK], app[SETTINGS].tls_reload_interval_seconds), name="tls-reload")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(*, admitter: Admitter, settings: WebhookSettings, registry: CollectorRegistry,
+               clock: Clock | None = None, metrics: WebhookMetrics | None = None,
+               reloader: CertReloader | None = None) -> web.Application:
+    """The HTTPS application: POST /mutate and /mutate/pods, GET /healthz and /readyz.
+
+    `metrics` defaults to a new WebhookMetrics in `registry` (pass one when other components, e.g. the policy
+    loader, already registered it there). A `reloader` is polled every `settings.tls_reload_interval_seconds`.
+    """
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[ADMITTER] = admitter
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry
+    app[METRICS] = metrics if metrics is not None else WebhookMetrics(registry)
+    app[CLOCK] = clock if clock is not None else SystemClock()
+    if reloader is not None:
+        app[RELOADER] = reloader
+    for path in MUTATE_PATHS:
+        app.router.add_post(path, handle_mutate)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.cleanup_ctx.append(_admitter_lifecycle)
+    app.cleanup_ctx.append(_reloader_lifecycle)
+    return app
+
+
+def create_metrics_app(registry: CollectorRegistry) -> web.Application:
+    """The plain-HTTP application serving GET /metrics from `registry`."""
+    app = web.Application()
+    app[REGISTRY] = registry
+
+    async def handle_metrics(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(request.app[REGISTRY]))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app.router.add_get("/metrics", handle_metrics)
+    return app
+
+
+class Server:
+    """The webhook's two listeners (HTTPS app + plain-HTTP metrics), usable from tests, the demo and benchmarks.
+
+    `await start()` binds (port 0 picks a free port; `port`/`metrics_port` tell which), `await stop()` stops
+    accepting, lets in-flight requests finish for up to `settings.drain_timeout_seconds`, then closes everything.
+    Also an async context manager.
+    """
+
+    def __init__(self, *, admitter: Admitter, settings: WebhookSettings, registry: CollectorRegistry | None = None,
+                 clock: Clock | None = None, metrics: WebhookMetrics | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = metrics if metrics is not None else WebhookMetrics(self.registry)
+        self.admitter = admitter
+        self.clock = clock if clock is not None else SystemClock()
+        self.reloader: CertReloader | None = None
+        self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.port = 0
+        self.metrics_port = 0
+
+    async def start(self) -> None:
+        """Load the certificate and bind both listeners; raises ssl.SSLError/OSError when either is impossible."""
+        s = self.settings
+        self.reloader = CertReloader(s.cert_file, s.key_file, password=s.key_password or None,
+                                     on_reload=self.metrics.tls_reloads.inc)
+        app = create_app(admitter=self.admitter, settings=s, registry=self.registry, clock=self.clock,
+                         metrics=self.metrics, reloader=self.reloader)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=s.drain_timeout_seconds)
+        self._metrics_runner = web.AppRunner(create_metrics_app(self.registry), access_log=None,
+                                             handle_signals=False, shutdown_timeout=1.0)
+        try:
+            await self._runner.setup()
+            await web.TCPSite(self._runner, s.bind_address, s.port, ssl_context=self.reloader.context,
+                              backlog=LISTEN_BACKLOG).start()
+            self.port = self._runner.addresses[0][1]
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, s.metrics_address, s.metrics_port).start()
+            self.metrics_port = self._metrics_runner.addresses[0][1]
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("webhook listening on https://%s:%d (metrics on http://%s:%d/metrics)",
+                 s.bind_address, self.port, s.metrics_address, self.metrics_port)
+
+    async def stop(self) -> None:
+        """Stop accepting, drain in-flight requests (up to the drain timeout), release everything. Idempotent."""
+        runner, self._runner = self._runner, None
+        metrics_runner, self._metrics_runner = self._metrics_runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+
+    def url(self, path: str = "/mutate", host: str = "127.0.0.1") -> str:
+        return f"https://{host}:{self.port}{path}"
+
+    def metrics_url(self, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.metrics_port}/metrics"
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+async def serve(settings: WebhookSettings, *, admitter: Admitter, registry: CollectorRegistry | None = None,
+                metrics: WebhookMetrics | None = None, clock: Clock | None = None,
+                ready: Callable[[Server], Awaitable[None] | None] | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then drain and return the exit code (0; 1 when the server cannot start).
+
+    `ready(server)` is called once both listeners are bound (the demo uses it to learn the ports).
+    """
+    log.info("webhook settings: %s", json.dumps(settings.redacted(), sort_keys=True))
+    server = Server(admitter=admitter, settings=settings, registry=registry, metrics=metrics, clock=clock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        try:
+            await server.start()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.error("webhook cannot start: %s: %s", type(exc).__name__, exc)
+            return 1
+        if ready is not None:
+            result = ready(server)
+            if asyncio.iscoroutine(result):
+                await result
+        await stop.wait()
+        log.info("signal received: no longer accepting connections, draining for up to %.0f s",
+                 settings.drain_timeout_seconds)
+        await server.stop()
+        log.info("webhook stopped")
+        return 0
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and `exception` when there is one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(log_format: str, level: str, stream: Any = None) -> None:
+    """Root logging for the service process: `text` or `json` lines on stderr."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if log_format == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `burstflow webhook serve` (every WebhookSettings field)."""
+    add_settings_arguments(parser)
+
+
+def build_admitter(settings: WebhookSettings, *, metrics: WebhookMetrics, clock: Clock) -> Admitter:
+    """The production admitter (webhook.admitter.PodAdmitter) configured from settings."""
+    from webhook.admitter import from_settings
+
+    return from_settings(settings, metrics=metrics, clock=clock)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """`burstflow webhook serve`: settings from the environment and flags, logging, then `serve` until SIGTERM."""
+    try:
+        settings = settings_from_args(args, os.environ)
+    except ValueError as exc:
+        print(f"burstflow webhook serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def main() -> int:
+        registry = CollectorRegistry()
+        metrics = WebhookMetrics(registry)
+        clock = SystemClock()
+        try:
+            admitter = build_admitter(settings, metrics=metrics, clock=clock)
+        except (ValueError, OSError, ImportError) as exc:
+            log.error("webhook cannot start: cannot build the admitter: %s", exc)
+            return 1
+        return await serve(settings, admitter=admitter, registry=registry, metrics=metrics, clock=clock)
+
+    return asyncio.run(main())

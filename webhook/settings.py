@@ -1,0 +1,164 @@
+"""The webhook service's settings: one frozen dataclass built from environment variables, then command-line flags."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "BURSTFLOW_WEBHOOK_"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+MIB = 1024 * 1024
+# The API server refuses request bodies over 3 MiB, so no stored object is larger; an AdmissionReview carries at
+# most two of them (`object` and `oldObject` on UPDATE) plus a small envelope (userInfo, options): 2 x 3 MiB + 1 MiB.
+DEFAULT_MAX_BODY_BYTES = 7 * MIB
+
+
+def _reason(text: str, *, secret: bool = False) -> dict[str, Any]:
+    return {"reason": text, "secret": secret}
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Everything `burstflow webhook serve` can be told; each field's metadata carries why its default is what it is.
+
+    Built by `from_env(mapping)` (variables `BURSTFLOW_WEBHOOK_<FIELD>`), then `with_overrides(...)` for flags.
+    Invalid values raise ValueError naming the variable or field.
+    """
+
+    cert_file: str = field(default="/etc/burstflow/tls/tls.crt", metadata=_reason(
+        "where a kubernetes.io/tls Secret (cert-manager or `burstflow certs`) is mounted"))
+    key_file: str = field(default="/etc/burstflow/tls/tls.key", metadata=_reason(
+        "the key of that same Secret"))
+    key_password: str = field(default="", repr=False, metadata=_reason(
+        "only for an encrypted private key; Secrets usually hold a plain one", secret=True))
+    bind_address: str = field(default="0.0.0.0", metadata=_reason(
+        "the API server reaches the pod IP through the Service, so listen on every interface"))
+    port: int = field(default=9443, metadata=_reason(
+        "unprivileged (the container runs as non-root) and the usual admission-webhook port"))
+    metrics_address: str = field(default="0.0.0.0", metadata=_reason(
+        "Prometheus scrapes the pod IP"))
+    metrics_port: int = field(default=9090, metadata=_reason(
+        "plain HTTP, separate from the webhook port so scraping needs no client certificate trust"))
+    policy_paths: tuple[str, ...] = field(default=(), metadata=_reason(
+        "files or directories of policy YAML (GitOps, or tests); none by default: policies come from the cluster"))
+    policies_from_cluster: bool = field(default=True, metadata=_reason(
+        "in a cluster BurstProfiles, ResourcePolicies and the vci-/eci-profile ConfigMaps are watched"))
+    kubeconfig: str = field(default="", metadata=_reason(
+        "empty means the in-cluster service account"))
+    log_format: str = field(default="text", metadata=_reason(
+        "text for people; json for log pipelines"))
+    log_level: str = field(default="info", metadata=_reason(
+        "info logs start-up, reloads and malformed requests; debug adds one line per admission"))
+    max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata=_reason(
+        "the API server caps objects at 3 MiB and a review carries at most two, plus 1 MiB of envelope"))
+    drain_timeout_seconds: float = field(default=20.0, metadata=_reason(
+        "longer than the API server's default webhook timeout (10 s), shorter than the pod's 30 s grace period"))
+    tls_reload_interval_seconds: float = field(default=10.0, metadata=_reason(
+        "kubelet refreshes mounted Secrets within about a minute; two stat() calls every 10 s cost nothing"))
+
+    def __post_init__(self) -> None:
+        for name in ("port", "metrics_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ValueError(f"{name}: {value} is not a TCP port (0-65535)")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes: {self.max_body_bytes} is too small to hold any AdmissionReview")
+        for name in ("drain_timeout_seconds", "tls_reload_interval_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if not self.cert_file or not self.key_file:
+            raise ValueError("cert_file and key_file must both be set")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> WebhookSettings:
+        """Settings from `BURSTFLOW_WEBHOOK_*` variables; unset or empty variables keep the default.
+
+        `POLICY_PATHS` is a comma-separated list; booleans accept true/false/1/0/yes/no.
+        """
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            variable = ENV_PREFIX + f.name.upper()
+            raw = environ.get(variable, "").strip()
+            if raw:
+                try:
+                    values[f.name] = _parse(f, raw)
+                except ValueError as exc:
+                    raise ValueError(f"{variable}={raw!r}: {exc}") from None
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"from environment: {exc}") from None
+
+    def with_overrides(self, **overrides: Any) -> WebhookSettings:
+        """A copy with every override that is not None applied (flags win over the environment)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def redacted(self) -> dict[str, Any]:
+        """Every field for the start-up log line, secrets replaced by "<redacted>" (or "" when unset)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = "<redacted>" if value else ""
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "bool":
+        lowered = raw.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if kind.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags for every setting; each defaults to None so that only flags actually given override the environment."""
+    group = parser.add_argument_group("webhook settings (flags override BURSTFLOW_WEBHOOK_* variables)")
+    group.add_argument("--cert-file", help="serving certificate (PEM chain)")
+    group.add_argument("--key-file", help="private key of the serving certificate (PEM)")
+    group.add_argument("--bind-address", help="address for the HTTPS listener")
+    group.add_argument("--port", type=int, help="HTTPS port for /mutate, /healthz, /readyz (default 9443)")
+    group.add_argument("--metrics-address", help="address for the plain-HTTP metrics listener")
+    group.add_argument("--metrics-port", type=int, help="plain-HTTP port for /metrics (default 9090)")
+    group.add_argument("--policies", dest="policy_paths", action="append", metavar="PATH",
+                       help="policy file or directory (repeatable)")
+    cluster = group.add_mutually_exclusive_group()
+    cluster.add_argument("--cluster-policies", dest="policies_from_cluster", action="store_const", const=True,
+                         help="watch policies in the cluster (default)")
+    cluster.add_argument("--no-cluster-policies", dest="policies_from_cluster", action="store_const", const=False,
+                         help="use only --policies files; never contact a cluster")
+    group.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account)")
+    group.add_argument("--log-format", choices=LOG_FORMATS)
+    group.add_argument("--log-level", choices=LOG_LEVELS)
+    group.add_argument("--max-body-bytes", type=int, help="largest request body accepted (default 7 MiB)")
+    group.add_argument("--drain-timeout", dest="drain_timeout_seconds", type=float,
+                       help="seconds to let in-flight requests finish after SIGTERM (default 20)")
+    group.add_argument("--tls-reload-interval", dest="tls_reload_interval_seconds", type=float,
+                       help="seconds between checks of the certificate files (default 10)")
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> WebhookSettings:
+    """The environment first, then the flags that were given."""
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(WebhookSettings)}
+    if overrides.get("policy_paths") is not None:
+        overrides["policy_paths"] = tuple(overrides["policy_paths"])
+    return WebhookSettings.from_env(environ).with_overrides(**overrides)
