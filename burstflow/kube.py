@@ -349,9 +349,11 @@ class Kube:
             if first is None:
                 first = page
             items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or None
+            previous, token = token, (page.get("metadata") or {}).get("continue") or None
             if not token:
                 break
+            if token == previous:
+                raise KubeError(200, "InvalidResponse", f"list {path}: the server repeated continue token {token!r}")
         assert first is not None
         metadata = {k: v for k, v in (first.get("metadata") or {}).items()
                     if k not in ("continue", "remainingItemCount")}

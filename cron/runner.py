@@ -507,6 +507,8 @@ class CronRunner:
             self._spec_errors.discard(key)
             self._update_gauges()
             self._reported.pop(key, None)
+            # Scheduled times that passed while the spec was broken are not owed (as in Argo): start from now.
+            self._decided_through[key] = max(now, self._decided_through.get(key, now))
         status = engine.clear_spec_error(status)
         spec = result.spec
         for warning in result.warnings:
@@ -525,6 +527,9 @@ class CronRunner:
             decided_through=self._decided_through.get(key),
             children=children,
         )
+        if decision.spec_error is not None:
+            status = engine.apply_spec_error(status, decision.spec_error)
+            self._report_once(key, outcome, "Warning", "SpecError", decision.spec_error)
         if decision.stop is not None:
             status = engine.apply_stopped(status, decision.stop)
             outcome.events.append(("Normal", "Stopped", decision.stop.message))

@@ -21,6 +21,9 @@ MAX_NAME_LENGTH = 52
 # Argo's controller defaults (workflow/cron/operator.go enforceHistoryLimit).
 DEFAULT_SUCCESSFUL_HISTORY = 3
 DEFAULT_FAILED_HISTORY = 1
+# Bounds the CRD also declares, so the API server can cost its CEL validation rules (and so both agree).
+MAX_SCHEDULES = 20
+MAX_SCHEDULE_LENGTH = 256
 
 
 class ConcurrencyPolicy(str, Enum):
@@ -223,6 +226,9 @@ def _schedule_texts(spec: Mapping[str, Any], errors: list[str]) -> tuple[list[st
         if not isinstance(one, str):
             errors.append(f"spec.schedule: must be a string, not {type(one).__name__}")
             return [], []
+        if len(one) > MAX_SCHEDULE_LENGTH:
+            errors.append(f"spec.schedule: longer than {MAX_SCHEDULE_LENGTH} characters")
+            return [], []
         return [one], ["spec.schedule"]
     if many in (None, []):
         errors.append("spec.schedules: cron workflow must have at least one schedule")
@@ -230,10 +236,16 @@ def _schedule_texts(spec: Mapping[str, Any], errors: list[str]) -> tuple[list[st
     if not isinstance(many, list):
         errors.append(f"spec.schedules: must be a list of strings, not {type(many).__name__}")
         return [], []
+    if len(many) > MAX_SCHEDULES:
+        errors.append(f"spec.schedules: at most {MAX_SCHEDULES} schedules, not {len(many)}")
+        return [], []
     texts, paths = [], []
     for index, text in enumerate(many):
         if not isinstance(text, str):
             errors.append(f"spec.schedules[{index}]: must be a string, not {type(text).__name__}")
+            continue
+        if len(text) > MAX_SCHEDULE_LENGTH:
+            errors.append(f"spec.schedules[{index}]: longer than {MAX_SCHEDULE_LENGTH} characters")
             continue
         texts.append(text)
         paths.append(f"spec.schedules[{index}]")

@@ -17,6 +17,8 @@ gives each test its own event loop and a server cannot outlive the loop it was s
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -79,6 +81,32 @@ async def _local_sim(kube_target: KubeTarget):
 
 
 @pytest.fixture
+async def make_sim(kube_target: KubeTarget, tmp_path: Path):
+    """`sim, kube = await make_sim(history=5, clock=fake, ...)`: one more ApiSim built with these arguments and a
+    Kube connected to it, both closed after the test; skips on a real cluster."""
+    if kube_target.real:
+        pytest.skip("needs the local endpoint (fault injection)")
+    from burstflow.apisim import ApiSim
+
+    opened: list[tuple[object, Kube]] = []
+
+    async def make(*, kube_clock=None, **kwargs):
+        sim = ApiSim(**kwargs)
+        await sim.start()
+        path = sim.write_kubeconfig(tmp_path / f"sim-{len(opened)}.yaml")
+        client = await Kube.connect(str(path), clock=kube_clock or kwargs.get("clock"))
+        opened.append((sim, client))
+        return sim, client
+
+    try:
+        yield make
+    finally:
+        for sim, client in reversed(opened):
+            await client.close()
+            await sim.stop()
+
+
+@pytest.fixture
 def sim(_local_sim):
     """The ApiSim behind this test's `kube` (same instance), for fault injection and direct store access."""
     if _local_sim is None:
@@ -137,11 +165,18 @@ async def namespace(kube: Kube, kube_target: KubeTarget) -> AsyncIterator[str]:
             pass
 
 
+@functools.lru_cache(maxsize=32)
+def _parse_yaml(path: Path, mtime: float) -> tuple[dict, ...]:
+    # Argo's full CRDs are ~3 MB each: libyaml parses one in ~1.5 s, pure Python in ~10 s; parse once a session.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return tuple(yaml.load_all(path.read_text(), Loader=loader))
+
+
 def load_crds(*paths: str | Path) -> list[dict]:
-    """Every CustomResourceDefinition document in the YAML files (a file may hold several)."""
+    """Every CustomResourceDefinition document in the YAML files (a file may hold several), as fresh copies."""
     crds: list[dict] = []
-    for path in paths:
-        for doc in yaml.safe_load_all(Path(path).read_text()):
+    for path in map(Path, paths):
+        for doc in copy.deepcopy(_parse_yaml(path, path.stat().st_mtime)):
             if not doc:
                 continue
             if doc.get("kind") != "CustomResourceDefinition":

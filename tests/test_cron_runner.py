@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from burstflow.clock import FakeClock
-from burstflow.kube import CRDS, CRON_WORKFLOWS, EVENTS, WORKFLOWS, AlreadyExists, Kube, NotFound
+from burstflow.kube import CRDS, CRON_WORKFLOWS, EVENTS, WORKFLOWS, AlreadyExists, Kube, NotFound, Unavailable
 from cron.metrics import CronMetrics
 from cron.runner import CronLeaderElector, CronRunner
 from cron.settings import CronSettings
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.kube
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CRDS = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "argo-crds" / "full"
-CRON_CRD = ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml"
+CRON_CRD = Path(os.environ.get("BF_DEV_CRON_CRD") or ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml")
 SEED_FILE = ROOT / "policies" / "cronworkflow-seed.yaml"
 CRON_LABEL = "workflows.argoproj.io/cron-workflow"
 
@@ -138,9 +139,10 @@ class Service:
 class Env:
     """The API endpoint, a FakeClock, the test namespace and helpers to look at what the runner did."""
 
-    def __init__(self, kube: Kube, kube_factory, clock: FakeClock, namespace: str, sim) -> None:
+    def __init__(self, kube: Kube, kubeconfig: str, clock: FakeClock, namespace: str, sim) -> None:
         self.kube = kube
-        self.kube_factory = kube_factory
+        self.kubeconfig = kubeconfig
+        self.kubes: list[Kube] = []
         self.clock = clock
         self.namespace = namespace
         self.sim = sim
@@ -148,8 +150,8 @@ class Env:
 
     async def service(self, *, identity: str = "replica-a", elector: bool = False, kube_class=Kube,
                       **settings) -> Service:
-        kube = await kube_class.connect(self.kube.kubeconfig_path, clock=self.clock)
-        self.env_kubes.append(kube)
+        kube = await kube_class.connect(self.kubeconfig, clock=self.clock)
+        self.kubes.append(kube)
         config = CronSettings(namespace=self.namespace, identity=identity, workers=4, leader_election=elector,
                               lease_namespace=self.namespace, **settings)
         lease = None
@@ -229,22 +231,20 @@ def rfc3339(when: datetime) -> str:
 
 
 @pytest.fixture
-async def env(kube, kube_factory, kubeconfig, namespace, _local_sim):
+async def env(kube, kubeconfig, namespace, _local_sim):
     if not CRON_CRD.is_file():
         pytest.fail(f"{CRON_CRD} is missing (the CronWorkflow CRD)")
     for path in (SHARED_CRDS / "workflows.yaml", CRON_CRD):
         for crd in _crds(path):
             await _apply_crd(kube, crd)
     clock = FakeClock(start_time())
-    kube.kubeconfig_path = kubeconfig
-    environment = Env(kube, kube_factory, clock, namespace, _local_sim)
-    environment.env_kubes = []
+    environment = Env(kube, kubeconfig, clock, namespace, _local_sim)
     try:
         yield environment
     finally:
         for svc in environment.services:
             await svc.stop()
-        for client in environment.env_kubes:
+        for client in environment.kubes:
             await client.close()
 
 
@@ -253,3 +253,353 @@ async def assert_valid_workflows(env: Env) -> None:
     for workflow in await env.workflows():
         errors = sorted(validator.iter_errors(workflow), key=str)
         assert not errors, f"{workflow['metadata']['name']}: {errors[0].message} at {list(errors[0].path)}"
+
+
+def minutes(n: float) -> timedelta:
+    return timedelta(minutes=n)
+
+
+def every(minutes_: int, **extra) -> dict:
+    return {"schedules": [f"*/{minutes_} * * * *"], "workflowSpec": WORKFLOW_SPEC, **extra}
+
+
+def condition(cron: dict, type_: str) -> dict | None:
+    return next((c for c in (cron.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
+
+
+# ------------------------------------------------------------------------------------------------ the seed example
+
+
+def seed_object() -> dict:
+    seed = yaml.safe_load(SEED)
+    if SEED_FILE.is_file():
+        shipped = yaml.safe_load(SEED_FILE.read_text())
+        assert shipped["spec"] == seed["spec"], f"{SEED_FILE} is not the seed example verbatim"
+    return seed
+
+
+async def create_seed(env: Env) -> None:
+    seed = seed_object()
+    await env.create_cron(seed["metadata"]["name"], seed["spec"])
+
+
+SEED_NAME = "cron-workflow-example"
+
+
+async def test_seed_minute_15_fires_once(env):
+    t0 = env.clock.now()
+    env.clock.set(t0 + minutes(14.5))
+    await create_seed(env)
+    svc = await env.service()
+    await env.run_until(t0 + minutes(15) + timedelta(seconds=1))
+    assert await env.names() == [wf_name(SEED_NAME, t0 + minutes(15))]
+    assert svc.count("burstflow_cron_runs_created_total", namespace=env.namespace) == 1
+    cron = await env.cron(SEED_NAME)
+    assert cron["status"]["lastScheduledTime"] == rfc3339(t0 + minutes(15))
+    [workflow] = await env.workflows()
+    assert workflow["metadata"]["labels"][CRON_LABEL] == SEED_NAME
+    assert workflow["metadata"]["annotations"]["workflows.argoproj.io/scheduled-time"] == rfc3339(t0 + minutes(15))
+    [owner] = workflow["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "CronWorkflow", SEED_NAME, cron["metadata"]["uid"], True)
+    await assert_valid_workflows(env)
+
+
+async def test_seed_when_gate_skips_until_3600_seconds_passed(env):
+    t0 = env.clock.now()
+    env.clock.set(t0 + minutes(14.5))
+    await create_seed(env)
+    svc = await env.service()
+    await env.run_until(t0 + minutes(75) + timedelta(seconds=30))
+    # 3600 s after :15 is 1:15 itself, and the expression wants "> 3600": still skipped; lastScheduledTime unchanged.
+    assert (await env.cron(SEED_NAME))["status"]["lastScheduledTime"] == rfc3339(t0 + minutes(15))
+    await env.run_until(t0 + minutes(78) + timedelta(seconds=1))
+    assert await env.names() == [wf_name(SEED_NAME, t0 + minutes(15)), wf_name(SEED_NAME, t0 + minutes(78))]
+    gated = [m for m in range(16, 76) if m % 3 == 0 or m % 5 == 0]
+    assert svc.count("burstflow_cron_runs_skipped_total", reason="when") == len(gated)
+    skipped = [e for e in await env.events(SEED_NAME) if e["reason"] == "RunSkipped" and "when" in e["message"]]
+    assert len(skipped) == len(gated)
+    await assert_valid_workflows(env)
+
+
+async def test_seed_stops_after_10_failures(env):
+    t0 = env.clock.now()
+    await create_seed(env)
+    svc = await env.service()
+    finished: set[str] = set()
+    for hour in range(1, 13):
+        await env.run_until(t0 + timedelta(hours=hour))
+        for name in await env.names():
+            if name not in finished:
+                finished.add(name)
+                await env.finish(name, "Failed")
+    await env.run_until(t0 + timedelta(hours=13))
+    cron = await env.cron(SEED_NAME)
+    assert len(finished) == 10, sorted(finished)
+    assert svc.count("burstflow_cron_runs_created_total", namespace=env.namespace) == 10
+    assert cron["status"]["phase"] == "Stopped"
+    assert cron["status"]["failed"] == 10
+    assert cron["metadata"]["labels"]["cronworkflows.argoproj.io/completed"] == "true"
+    completed = condition(cron, "Completed")
+    assert completed is not None and "failed >= 10" in completed["message"]
+    stopped = [e for e in await env.events(SEED_NAME) if e["reason"] == "Stopped"]
+    assert len(stopped) == 1 and "failed >= 10" in stopped[0]["message"]
+    # failedJobsHistoryLimit defaults to 1 (Argo): only the newest failed run is kept.
+    assert await env.names() == [max(finished)]
+    assert svc.count("burstflow_cron_runs_skipped_total", reason="stopped") > 0
+    await assert_valid_workflows(env)
+
+
+# ------------------------------------------------------------------------------------------------ concurrency
+
+
+@pytest.mark.parametrize("policy", ["Allow", "Forbid", "Replace"])
+async def test_concurrency_policy_with_an_active_run(env, policy):
+    t0 = env.clock.now()
+    await env.create_cron("nightly", every(10, concurrencyPolicy=policy))
+    svc = await env.service()
+    await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    first, second = wf_name("nightly", t0), wf_name("nightly", t0 + minutes(10))
+    workflows = {w["metadata"]["name"]: w for w in await env.workflows()}
+    status = (await env.cron("nightly"))["status"]
+    active = sorted(ref["name"] for ref in status.get("active") or [])
+    if policy == "Allow":
+        assert sorted(workflows) == [first, second]
+        assert active == [first, second]
+    elif policy == "Forbid":
+        assert sorted(workflows) == [first]
+        assert status["lastScheduledTime"] == rfc3339(t0)
+        assert svc.count("burstflow_cron_runs_skipped_total", reason="forbid") == 1
+    else:
+        assert sorted(workflows) == [first, second]
+        assert workflows[first]["spec"].get("shutdown") == "Terminate"
+        assert "shutdown" not in workflows[second]["spec"]
+    await assert_valid_workflows(env)
+
+
+async def test_replace_never_terminates_the_run_for_the_current_time(env):
+    """Argo bug 12625: a Workflow for the due time already exists (a previous leader created it and its status
+    write was lost); Replace must adopt it, not terminate it."""
+    t0 = env.clock.now()
+    cron = await env.create_cron("etl", every(10, concurrencyPolicy="Replace"))
+    await env.service()
+    await env.settle()
+    current = wf_name("etl", t0 + minutes(10))
+    await env.kube.create(WORKFLOWS, {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": current, "namespace": env.namespace, "labels": {CRON_LABEL: "etl"},
+                     "annotations": {"workflows.argoproj.io/scheduled-time": rfc3339(t0 + minutes(10))},
+                     "ownerReferences": [{"apiVersion": "burstflow.io/v1alpha1", "kind": "CronWorkflow", "name": "etl",
+                                          "uid": cron["metadata"]["uid"], "controller": True,
+                                          "blockOwnerDeletion": True}]},
+        "spec": WORKFLOW_SPEC})
+    await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    workflow = await env.kube.get(WORKFLOWS, current, namespace=env.namespace)
+    assert "shutdown" not in workflow["spec"]
+    status = (await env.cron("etl"))["status"]
+    assert status["lastScheduledTime"] == rfc3339(t0 + minutes(10))
+    assert current in [ref["name"] for ref in status["active"]]
+    assert await env.names() == [wf_name("etl", t0), current]
+
+
+# ------------------------------------------------------------------------------------------------ restarts
+
+
+@pytest.mark.parametrize(
+    "deadline, expect_catch_up",
+    [(600, True), (None, False), (60, False)],
+    ids=["outage, deadline covers the latest missed: one catch-up", "outage, no deadline: none",
+         "outage, deadline expired: none"],
+)
+async def test_restart_after_a_three_hour_outage(env, deadline, expect_catch_up):
+    t0 = env.clock.now()
+    spec = {"schedules": ["0 * * * *"], "workflowSpec": WORKFLOW_SPEC}
+    if deadline is not None:
+        spec["startingDeadlineSeconds"] = deadline
+    await env.create_cron("hourly", spec)
+    first = await env.service()
+    await env.run_until(t0 + minutes(5))
+    await first.stop()
+    env.services.remove(first)
+    env.clock.set(t0 + timedelta(hours=3, minutes=2))
+    second = await env.service(identity="replica-b")
+    await env.settle()
+    expected = [wf_name("hourly", t0)] + ([wf_name("hourly", t0 + timedelta(hours=3))] if expect_catch_up else [])
+    assert await env.names() == expected
+    assert second.count("burstflow_cron_runs_created_total", namespace=env.namespace) == int(expect_catch_up)
+    # The next on-time tick runs whatever the deadline.
+    await env.run_until(t0 + timedelta(hours=4, seconds=1))
+    assert (await env.names())[-1] == wf_name("hourly", t0 + timedelta(hours=4))
+    await assert_valid_workflows(env)
+
+
+LEASE = {"lease_duration_seconds": 15.0, "renew_deadline_seconds": 10.0, "retry_period_seconds": 2.0}
+
+
+async def test_leader_crash_before_a_tick_neither_misses_nor_duplicates(env):
+    t0 = env.clock.now()
+    await env.create_cron("minutely", {"schedules": ["* * * * *"], "workflowSpec": WORKFLOW_SPEC})
+    a = await env.service(identity="replica-a", elector=True, **LEASE)
+    b = await env.service(identity="replica-b", elector=True, **LEASE)
+    await env.run_until(t0 + minutes(1) + timedelta(seconds=30))
+    assert a.runner.leading and not b.runner.leading
+    await a.stop(release=False)  # crashed: the Lease stays until it expires, across the 2-minute tick
+    await env.run_until(t0 + minutes(3) + timedelta(seconds=30))
+    assert b.runner.leading
+    assert await env.names() == [wf_name("minutely", t0 + minutes(m)) for m in range(4)]
+    assert (await env.cron("minutely"))["status"]["lastScheduledTime"] == rfc3339(t0 + minutes(3))
+    await assert_valid_workflows(env)
+
+
+class PartitionedKube(Kube):
+    """A replica whose CronWorkflow status writes stop reaching the API server (everything else still works),
+    so it creates a run and dies before recording it."""
+
+    partitioned = False
+
+    async def replace(self, resource, body, *, namespace=None, subresource=None):
+        if subresource == "status" and self.partitioned:
+            raise Unavailable(0, "Unavailable", "injected: status write lost")
+        return await super().replace(resource, body, namespace=namespace, subresource=subresource)
+
+
+async def test_leader_crash_between_create_and_status_write_is_adopted_not_duplicated(env):
+    t0 = env.clock.now()
+    await env.create_cron("minutely", {"schedules": ["* * * * *"], "workflowSpec": WORKFLOW_SPEC})
+    a = await env.service(identity="replica-a", elector=True, kube_class=PartitionedKube, **LEASE)
+    b = await env.service(identity="replica-b", elector=True, **LEASE)
+    await env.run_until(t0 + minutes(1) + timedelta(seconds=30))
+    a.kube.partitioned = True
+    await env.run_until(t0 + minutes(2) + timedelta(seconds=1))
+    assert wf_name("minutely", t0 + minutes(2)) in await env.names()
+    assert (await env.cron("minutely"))["status"]["lastScheduledTime"] == rfc3339(t0 + minutes(1))
+    await a.stop(release=False)
+    await env.run_until(t0 + minutes(3) + timedelta(seconds=30))
+    assert await env.names() == [wf_name("minutely", t0 + minutes(m)) for m in range(4)]
+    assert b.count("burstflow_cron_runs_created_total", namespace=env.namespace) == 1
+    status = (await env.cron("minutely"))["status"]
+    assert status["lastScheduledTime"] == rfc3339(t0 + minutes(3))
+
+
+# ------------------------------------------------------------------------------------------------ optimistic writes
+
+
+async def test_already_exists_on_create_is_adopted_and_never_run_again(env):
+    """Argo bug 14719: after a 409 AlreadyExists the status must record the run, or it runs again once the
+    Workflow is gone. The Workflow is created unlabelled, so only the create's 409 can reveal it."""
+    t0 = env.clock.now()
+    await env.create_cron("report", every(10))
+    svc = await env.service()
+    taken = wf_name("report", t0 + minutes(10))
+    await env.kube.create(WORKFLOWS, {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": taken, "namespace": env.namespace,
+                     "annotations": {"workflows.argoproj.io/scheduled-time": rfc3339(t0 + minutes(10))}},
+        "spec": WORKFLOW_SPEC})
+    await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    status = (await env.cron("report"))["status"]
+    assert status["lastScheduledTime"] == rfc3339(t0 + minutes(10))
+    assert svc.count("burstflow_cron_runs_created_total", namespace=env.namespace) == 1
+    await env.kube.delete(WORKFLOWS, taken, namespace=env.namespace)
+    await env.update_cron("report", lambda c: c["metadata"].setdefault("labels", {}).update(touched="yes"))
+    await env.run_until(t0 + minutes(15))
+    with pytest.raises(NotFound):
+        await env.kube.get(WORKFLOWS, taken, namespace=env.namespace)
+    assert svc.count("burstflow_cron_runs_created_total", namespace=env.namespace) == 1
+
+
+class RacingKube(Kube):
+    """The runner's gateway, with another writer updating the CronWorkflow's status just before the runner's first
+    status write lands (a real interleaving over HTTP, forced to happen every time)."""
+
+    race: Kube | None = None
+    raced = False
+
+    async def replace(self, resource, body, *, namespace=None, subresource=None):
+        if subresource == "status" and not RacingKube.raced and RacingKube.race is not None:
+            RacingKube.raced = True
+            name = body["metadata"]["name"]
+            fresh = await RacingKube.race.get(resource, name, namespace=namespace)
+            fresh.setdefault("status", {})["succeeded"] = 7
+            await RacingKube.race.replace(resource, fresh, namespace=namespace, subresource="status")
+        return await super().replace(resource, body, namespace=namespace, subresource=subresource)
+
+
+async def test_status_conflict_is_retried_without_overwriting_the_newer_status(env):
+    t0 = env.clock.now()
+    await env.create_cron("billing", every(10))
+    RacingKube.race, RacingKube.raced = env.kube, False
+    await env.service(kube_class=RacingKube)
+    await env.run_until(t0 + timedelta(seconds=1))
+    assert RacingKube.raced
+    status = (await env.cron("billing"))["status"]
+    assert status["succeeded"] == 7
+    assert status["lastScheduledTime"] == rfc3339(t0)
+    assert [ref["name"] for ref in status["active"]] == [wf_name("billing", t0)]
+    assert await env.names() == [wf_name("billing", t0)]
+
+
+# ------------------------------------------------------------------------------------------------ spec errors
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"schedules": ["0 0 * * * *"]}, "spec.schedules[0]"),
+        ({"timezone": "Mars/Olympus_Mons"}, "spec.timezone"),
+        ({"when": "{{= cronworkflow.failed <<< 3 }}"}, "spec.when"),
+        ({"stopStrategy": {"expression": "cronworkflow.failed >="}}, "spec.stopStrategy"),
+    ],
+    ids=["6-field schedule", "unknown timezone", "unparseable when", "unparseable stop expression"],
+)
+async def test_invalid_spec_sets_a_condition_and_event_while_others_keep_running(env, change, field):
+    t0 = env.clock.now()
+    await env.create_cron("broken", every(10, **change))
+    await env.create_cron("healthy", every(10))
+    svc = await env.service()
+    await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    broken = await env.cron("broken")
+    spec_error = condition(broken, "SpecError")
+    assert spec_error is not None and field in spec_error["message"], spec_error
+    warnings = [e for e in await env.events("broken") if e["reason"] == "SpecError"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning" and field in warnings[0]["message"]
+    assert await env.names("broken") == []
+    assert await env.names("healthy") == [wf_name("healthy", t0), wf_name("healthy", t0 + minutes(10))]
+    assert svc.count("burstflow_cron_spec_errors") == 1
+    # Fixing the spec clears the condition and the CronWorkflow runs from its next tick on.
+    await env.update_cron("broken", lambda c: c.__setitem__("spec", every(10)))
+    await env.run_until(t0 + minutes(20) + timedelta(seconds=1))
+    assert condition(await env.cron("broken"), "SpecError") is None
+    assert await env.names("broken") == [wf_name("broken", t0 + minutes(20))]
+    assert svc.count("burstflow_cron_spec_errors") == 0
+
+
+# ------------------------------------------------------------------------------------------------ suspend, history
+
+
+async def test_suspend_skips_ticks_and_resume_continues_at_the_next_tick(env):
+    t0 = env.clock.now()
+    await env.create_cron("backup", every(10))
+    svc = await env.service()
+    await env.settle()
+    await env.update_cron("backup", lambda c: c["spec"].__setitem__("suspend", True))
+    await env.run_until(t0 + minutes(15))
+    assert svc.count("burstflow_cron_runs_skipped_total", reason="suspended") == 1
+    await env.update_cron("backup", lambda c: c["spec"].__setitem__("suspend", False))
+    await env.run_until(t0 + minutes(20) + timedelta(seconds=1))
+    assert await env.names() == [wf_name("backup", t0), wf_name("backup", t0 + minutes(20))]
+
+
+async def test_history_limits_delete_the_oldest_finished_workflows(env):
+    t0 = env.clock.now()
+    await env.create_cron("ci", every(10, successfulJobsHistoryLimit=2, failedJobsHistoryLimit=1))
+    await env.service()
+    phases = ["Succeeded", "Failed", "Succeeded", "Failed", "Succeeded", "Succeeded"]
+    for i, phase in enumerate(phases):
+        await env.run_until(t0 + minutes(10 * i) + timedelta(seconds=1))
+        await env.finish(wf_name("ci", t0 + minutes(10 * i)), phase)
+    await env.run_until(t0 + minutes(55))
+    kept = await env.names()
+    assert kept == [wf_name("ci", t0 + minutes(m)) for m in (30, 40, 50)]
+    status = (await env.cron("ci"))["status"]
+    assert (status["succeeded"], status["failed"]) == (4, 2)

@@ -56,7 +56,7 @@ def test_resource_path_rejects_impossible_addresses(resource, args, message):
 def test_api_versions_and_crd_resources():
     assert PODS.api_version == "v1"
     assert LEASES.api_version == "coordination.k8s.io/v1"
-    crd = yaml.safe_load((FIXTURES / "argo-crds" / "full" / "workflows.yaml").read_text())
+    crd = yaml.safe_load((FIXTURES / "argo-crds" / "minimal" / "workflows.yaml").read_text())
     assert resource_for_crd(crd) == WORKFLOWS
 
 
@@ -179,9 +179,16 @@ async def test_watch_failures_raise_precise_errors(tmp_path, status, body, cls, 
         await runner.cleanup()
 
 
+def _last_page() -> dict:
+    page = load_api("pod-list-page2-limit2.json")
+    page["metadata"] = {"resourceVersion": page["metadata"]["resourceVersion"]}
+    return page
+
+
 def _continue_server(expire_times: int) -> tuple[web.Application, list[str]]:
-    """A server paging pods with the captured page 1 / page 2, whose continue token expires `expire_times` times."""
-    page1, page2 = load_api("pod-list-page1-limit2.json"), load_api("pod-list-page2-limit2.json")
+    """A server paging pods with the captured page 1 and page 2 (made the last page), whose continue token
+    expires `expire_times` times."""
+    page1, page2 = load_api("pod-list-page1-limit2.json"), _last_page()
     expired = load_api("pod-list-continue-410.json")
     calls: list[str] = []
     state = {"expire": expire_times}
@@ -190,11 +197,11 @@ def _continue_server(expire_times: int) -> tuple[web.Application, list[str]]:
         token = request.query.get("continue")
         calls.append(token or "first")
         if token is None:
-            return web.json_response(page1.get("body", page1))
+            return web.json_response(page1)
         if state["expire"] > 0:
             state["expire"] -= 1
             return web.json_response(expired["body"], status=410)
-        return web.json_response(page2.get("body", page2))
+        return web.json_response(page2)
 
     app = web.Application()
     app.router.add_get("/api/v1/namespaces/capture/pods", pods)
@@ -209,8 +216,7 @@ async def test_list_follows_continue_and_restarts_once_when_the_token_expires(tm
             listing = await kube.list(PODS, namespace="capture", page_size=2)
     finally:
         await runner.cleanup()
-    page1, page2 = load_api("pod-list-page1-limit2.json"), load_api("pod-list-page2-limit2.json")
-    page1, page2 = page1.get("body", page1), page2.get("body", page2)
+    page1, page2 = load_api("pod-list-page1-limit2.json"), _last_page()
     token = page1["metadata"]["continue"]
     assert calls == ["first", token, "first", token]
     assert listing["items"] == page1["items"] + page2["items"]
@@ -245,8 +251,10 @@ async def test_unreachable_server_is_unavailable(tmp_path):
 
 
 async def test_slow_server_times_out_as_unavailable(tmp_path):
+    release = asyncio.Event()
+
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        await release.wait()
         return web.json_response({})
 
     app = web.Application()
@@ -257,6 +265,7 @@ async def test_slow_server_times_out_as_unavailable(tmp_path):
             with pytest.raises(Unavailable, match="TimeoutError"):
                 await kube.get(PODS, "y", namespace="x")
     finally:
+        release.set()
         await runner.cleanup()
 
 
@@ -266,3 +275,290 @@ async def test_connect_explains_missing_configuration(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigError, match="in-cluster config"):
         await Kube.connect(None)
+
+
+# ---------------------------------------------------------------------- against the local ApiSim or a real cluster
+
+
+def _cm(name: str, namespace: str, labels: dict | None = None, **data: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}}, "data": data}
+
+
+def _pod(namespace: str, *, name: str | None = None, generate_name: str | None = None) -> dict:
+    meta = {"namespace": namespace, **({"name": name} if name else {}),
+            **({"generateName": generate_name} if generate_name else {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"containers": [{"name": "main", "image": "alpine:3.20"}], "restartPolicy": "Never"}}
+
+
+async def test_create_get_replace_patch_delete(kube, namespace):
+    created = await kube.create(CONFIGMAPS, _cm("settings", namespace, {"app": "bf"}, mode="a"))
+    assert created["metadata"]["uid"] and created["metadata"]["resourceVersion"]
+    assert await kube.get(CONFIGMAPS, "settings", namespace=namespace) == created
+
+    created["data"]["mode"] = "b"
+    replaced = await kube.replace(CONFIGMAPS, created)
+    assert replaced["data"] == {"mode": "b"}
+    assert int(replaced["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+
+    merged = await kube.patch(CONFIGMAPS, "settings", {"data": {"extra": "1"}, "metadata": {"labels": {"app": None}}},
+                              namespace=namespace)
+    assert merged["data"] == {"mode": "b", "extra": "1"} and "app" not in (merged["metadata"].get("labels") or {})
+
+    patched = await kube.patch(CONFIGMAPS, "settings", [{"op": "test", "path": "/data/mode", "value": "b"},
+                                                        {"op": "replace", "path": "/data/mode", "value": "c"}],
+                               namespace=namespace, patch_type="json")
+    assert patched["data"]["mode"] == "c"
+
+    await kube.delete(CONFIGMAPS, "settings", namespace=namespace)
+    with pytest.raises(NotFound, match='configmaps "settings" not found'):
+        await kube.get(CONFIGMAPS, "settings", namespace=namespace)
+
+
+async def test_stale_writes_are_conflicts_and_duplicate_names_already_exist(kube, namespace):
+    first = await kube.create(CONFIGMAPS, _cm("lock", namespace, v="1"))
+    with pytest.raises(AlreadyExists, match="already exists") as exists:
+        await kube.create(CONFIGMAPS, _cm("lock", namespace, v="2"))
+    assert (exists.value.code, exists.value.reason) == (409, "AlreadyExists")
+
+    await kube.patch(CONFIGMAPS, "lock", {"data": {"v": "3"}}, namespace=namespace)
+    with pytest.raises(Conflict, match="the object has been modified") as conflict:
+        await kube.replace(CONFIGMAPS, first)  # carries the resourceVersion from before the patch
+    assert (conflict.value.code, conflict.value.reason) == (409, "Conflict")
+    with pytest.raises(Conflict):
+        await kube.delete(CONFIGMAPS, "lock", namespace=namespace,
+                          resource_version=first["metadata"]["resourceVersion"])
+    assert (await kube.get(CONFIGMAPS, "lock", namespace=namespace))["data"] == {"v": "3"}
+
+
+async def test_invalid_objects_and_failed_json_patch_tests_are_invalid(kube, namespace):
+    with pytest.raises(Invalid) as invalid:
+        await kube.create(PODS, {"apiVersion": "v1", "kind": "Pod",
+                                 "metadata": {"name": "Bad_Name", "namespace": namespace}, "spec": {}})
+    fields = {cause.get("field") for cause in invalid.value.status["details"]["causes"]}
+    assert {"metadata.name", "spec.containers"} <= fields
+    await kube.create(CONFIGMAPS, _cm("t", namespace, v="1"))
+    with pytest.raises(Invalid):
+        await kube.patch(CONFIGMAPS, "t", [{"op": "test", "path": "/data/v", "value": "other"}],
+                         namespace=namespace, patch_type="json")
+
+
+async def test_generate_name_and_dry_run(kube, namespace):
+    pod = await kube.create(PODS, _pod(namespace, generate_name="wf-step-"))
+    name = pod["metadata"]["name"]
+    assert name.startswith("wf-step-") and len(name) == len("wf-step-") + 5
+    assert pod["status"]["phase"] == "Pending"
+
+    dry = await kube.create(CONFIGMAPS, _cm("dry", namespace, v="1"), dry_run=True)
+    assert dry["metadata"]["name"] == "dry"
+    with pytest.raises(NotFound):
+        await kube.get(CONFIGMAPS, "dry", namespace=namespace)
+
+
+async def test_status_subresource_writes_only_status_and_is_guarded(kube, namespace):
+    pod = await kube.create(PODS, _pod(namespace, name="p1"))
+    running = dict(pod, status={**pod["status"], "phase": "Running"})
+    running["metadata"] = dict(pod["metadata"], labels={"sneaky": "change"})
+    stored = await kube.replace(PODS, running, subresource="status")
+    assert stored["status"]["phase"] == "Running"
+    assert "sneaky" not in (stored["metadata"].get("labels") or {})
+    with pytest.raises(Conflict):
+        await kube.replace(PODS, running, subresource="status")  # same, now stale, resourceVersion
+    patched = await kube.patch(PODS, "p1", {"status": {"phase": "Succeeded"}}, namespace=namespace,
+                               subresource="status")
+    assert patched["status"]["phase"] == "Succeeded"
+
+
+async def test_list_pages_and_label_selectors(kube, namespace):
+    for i in range(5):
+        await kube.create(CONFIGMAPS, _cm(f"cm-{i}", namespace, {"pool": "vci" if i % 2 else "ecs"}, i=str(i)))
+    everything = await kube.list(CONFIGMAPS, namespace=namespace, page_size=2)
+    names = sorted(item["metadata"]["name"] for item in everything["items"] if item["metadata"]["name"].startswith("cm-"))
+    assert names == [f"cm-{i}" for i in range(5)]
+    assert everything["metadata"]["resourceVersion"] and "continue" not in everything["metadata"]
+    vci = await kube.list(CONFIGMAPS, namespace=namespace, label_selector="pool=vci", page_size=1)
+    assert sorted(item["metadata"]["name"] for item in vci["items"]) == ["cm-1", "cm-3"]
+    not_vci = await kube.list(CONFIGMAPS, namespace=namespace, label_selector="pool,pool notin (vci)")
+    assert sorted(item["metadata"]["name"] for item in not_vci["items"]) == ["cm-0", "cm-2", "cm-4"]
+    one = await kube.list(CONFIGMAPS, namespace=namespace, field_selector="metadata.name=cm-2")
+    assert [item["metadata"]["name"] for item in one["items"]] == ["cm-2"]
+
+
+async def test_list_follows_every_page_on_the_sim(sim, kube, namespace):
+    for i in range(5):
+        await kube.create(CONFIGMAPS, _cm(f"cm-{i}", namespace))
+    before = sim.requests[("list", "configmaps")]
+    listing = await kube.list(CONFIGMAPS, namespace=namespace, page_size=2)
+    assert len(listing["items"]) == 5
+    assert sim.requests[("list", "configmaps")] - before == 3
+
+
+async def test_watch_from_a_resource_version_sees_every_later_change_in_order(kube, namespace):
+    await kube.create(CONFIGMAPS, _cm("before", namespace))
+    start = (await kube.list(CONFIGMAPS, namespace=namespace))["metadata"]["resourceVersion"]
+    a = await kube.create(CONFIGMAPS, _cm("a", namespace, v="1"))
+    await kube.patch(CONFIGMAPS, "a", {"data": {"v": "2"}}, namespace=namespace)
+    await kube.delete(CONFIGMAPS, "a", namespace=namespace)
+    seen: list[tuple[str, str, dict]] = []
+    async for event in kube.watch(CONFIGMAPS, namespace=namespace, resource_version=start, timeout_seconds=5):
+        if event.type != "BOOKMARK":
+            seen.append((event.type, event.object["metadata"]["name"], event.object.get("data")))
+        if event.type == "DELETED":
+            break
+    assert seen == [("ADDED", "a", {"v": "1"}), ("MODIFIED", "a", {"v": "2"}), ("DELETED", "a", {"v": "2"})]
+    assert a["metadata"]["uid"]
+
+
+async def test_watch_ends_at_its_timeout_with_a_bookmark(make_sim):
+    sim, kube = await make_sim()
+    start = (await kube.list(CONFIGMAPS, namespace="default"))["metadata"]["resourceVersion"]
+    await kube.create(CONFIGMAPS, _cm("x", "default"))
+    events = [e async for e in kube.watch(CONFIGMAPS, namespace="default", resource_version=start,
+                                          timeout_seconds=1)]
+    assert [e.type for e in events] == ["ADDED", "BOOKMARK"]
+    assert events[-1].object["metadata"]["resourceVersion"] == events[0].object["metadata"]["resourceVersion"]
+
+
+async def test_watch_from_a_compacted_resource_version_raises_gone(make_sim):
+    sim, kube = await make_sim(history=3)
+    start = (await kube.list(CONFIGMAPS, namespace="default"))["metadata"]["resourceVersion"]
+    for i in range(5):
+        await kube.create(CONFIGMAPS, _cm(f"c{i}", "default"))
+    with pytest.raises(Gone) as gone:
+        async for _ in kube.watch(CONFIGMAPS, namespace="default", resource_version=start):
+            pass
+    assert (gone.value.code, gone.value.reason) == (410, "Expired")
+
+
+async def test_injected_server_errors_map_to_unavailable_and_throttling(sim, kube, namespace):
+    sim.faults.add(method="GET", path=r"/configmaps/x$", status=503, times=1)
+    sim.faults.add(method="POST", path=r"/configmaps$", status=429, times=1)
+    with pytest.raises(Unavailable) as unavailable:
+        await kube.get(CONFIGMAPS, "x", namespace=namespace)
+    assert unavailable.value.code == 503
+    with pytest.raises(TooManyRequests):
+        await kube.create(CONFIGMAPS, _cm("x", namespace))
+    await kube.create(CONFIGMAPS, _cm("x", namespace))  # each fault fired once
+
+
+async def test_emit_event_records_a_core_v1_event(kube, namespace):
+    fake = FakeClock(datetime(2026, 11, 23, tzinfo=timezone.utc))
+    kube.clock = fake
+    target = await kube.create(CONFIGMAPS, _cm("target", namespace))
+    event = await kube.emit_event(target, reason="PolicyInvalid", message="spec.x: bad", type="Warning",
+                                  component="burstflow-webhook")
+    assert event is not None and event["metadata"]["name"].startswith("target.")
+    stored = await kube.get(EVENTS, event["metadata"]["name"], namespace=namespace)
+    captured = load_api("event-core-v1-create-201.json")["body"]
+    assert {"involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count",
+            "type"} <= set(stored) & set(captured)
+    assert stored["involvedObject"] == {"apiVersion": "v1", "kind": "ConfigMap", "namespace": namespace,
+                                        "name": "target", "uid": target["metadata"]["uid"],
+                                        "resourceVersion": target["metadata"]["resourceVersion"]}
+    assert (stored["type"], stored["reason"], stored["firstTimestamp"]) == ("Warning", "PolicyInvalid",
+                                                                            "2026-11-23T00:00:00Z")
+
+
+async def test_emit_event_never_raises(kube):
+    assert await kube.emit_event({"kind": "Pod", "metadata": {"name": "p", "namespace": "no-such-namespace-x"}},
+                                 reason="R", message="m", component="c") is None
+
+
+# ------------------------------------------------------------------------------------------------- reflector
+
+
+async def until(condition, *, timeout: float = 5.0, what: str = "condition") -> None:
+    """Wait for I/O in flight (real HTTP to the sim) to produce `condition()`; never used to let time pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+class Mirror:
+    """A consumer that rebuilds the object set from the reflector's events alone."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.events: list[tuple[str, str]] = []
+
+    async def __call__(self, event: WatchEvent) -> None:
+        key = (event.object["metadata"].get("namespace") or "", event.object["metadata"]["name"])
+        self.events.append((event.type, key[1]))
+        if event.type == "DELETED":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = event.object
+
+
+def _server_view(listing: dict) -> dict:
+    return {(o["metadata"].get("namespace") or "", o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+            for o in listing["items"]}
+
+
+def _rvs(objects: dict) -> dict:
+    return {key: obj["metadata"]["resourceVersion"] for key, obj in objects.items()}
+
+
+async def test_reflector_lists_then_follows_changes(kube, namespace):
+    await kube.create(CONFIGMAPS, _cm("one", namespace, {"team": "a"}))
+    await kube.create(CONFIGMAPS, _cm("other-team", namespace, {"team": "b"}))
+    mirror = Mirror()
+    async with Reflector(kube, CONFIGMAPS, namespace=namespace, label_selector="team=a", on_event=mirror) as ref:
+        await asyncio.wait_for(ref.wait_synced(), 5)
+        assert set(ref.cache) == {(namespace, "one")} and mirror.events == [("ADDED", "one")]
+        await kube.create(CONFIGMAPS, _cm("two", namespace, {"team": "a"}))
+        await kube.patch(CONFIGMAPS, "one", {"data": {"v": "2"}}, namespace=namespace)
+        await kube.delete(CONFIGMAPS, "one", namespace=namespace)
+        await until(lambda: set(ref.cache) == {(namespace, "two")} and len(mirror.events) == 4, what="changes")
+    assert mirror.events == [("ADDED", "one"), ("ADDED", "two"), ("MODIFIED", "one"), ("DELETED", "one")]
+    assert _rvs(mirror.objects) == _rvs(ref.cache) == _server_view(
+        await kube.list(CONFIGMAPS, namespace=namespace, label_selector="team=a"))
+
+
+async def test_reflector_relists_after_gone_and_resyncs_the_consumer_exactly(make_sim):
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=timezone.utc))
+    sim, kube = await make_sim(history=3, clock=clock, bookmark_interval=10_000)
+    for name in ("keep", "gone", "same"):
+        await kube.create(CONFIGMAPS, _cm(name, "default", v="1"))
+    mirror = Mirror()
+    ref = Reflector(kube, CONFIGMAPS, namespace="default", on_event=mirror, clock=clock, watch_timeout_seconds=60)
+    async with ref:
+        await until(lambda: sim.requests[("watch", "configmaps")] == 1, what="first watch")
+        # The next watch fails once: the reflector backs off on the fake clock while the server moves on.
+        sim.faults.add(method="GET", path=r"/namespaces/default/configmaps$", status=503, times=1)
+        clock.advance(60)  # the server ends the first watch at its timeout
+        await until(lambda: ref.errors == 1, what="the failed re-watch")
+        await asyncio.sleep(0.05)
+        assert sim.requests[("watch", "configmaps")] == 2, "backoff must wait for the injected clock"
+        await kube.create(CONFIGMAPS, _cm("new", "default"))
+        await kube.patch(CONFIGMAPS, "keep", {"data": {"v": "2"}}, namespace="default")
+        await kube.delete(CONFIGMAPS, "gone", namespace="default")
+        await kube.create(CONFIGMAPS, _cm("new2", "default"))  # 4 changes > history of 3: the watch RV is gone
+        events_before = len(mirror.events)
+        clock.advance(ref.backoff_initial)
+        await until(lambda: ref.relists == 1, what="the re-list after 410")
+    resync = sorted(mirror.events[events_before:])
+    assert resync == [("ADDED", "new"), ("ADDED", "new2"), ("DELETED", "gone"), ("MODIFIED", "keep")]
+    server = _server_view(await kube.list(CONFIGMAPS, namespace="default"))
+    assert _rvs(ref.cache) == _rvs(mirror.objects) == server
+    assert ref.resource_version == (await kube.list(CONFIGMAPS, namespace="default"))["metadata"]["resourceVersion"]
+
+
+async def test_reflector_survives_a_failing_consumer(kube, namespace):
+    calls: list[str] = []
+
+    async def flaky(event: WatchEvent) -> None:
+        calls.append(event.object["metadata"]["name"])
+        if event.object["metadata"]["name"] == "boom":
+            raise RuntimeError("consumer bug")
+
+    async with Reflector(kube, CONFIGMAPS, namespace=namespace, on_event=flaky) as ref:
+        await asyncio.wait_for(ref.wait_synced(), 5)
+        await kube.create(CONFIGMAPS, _cm("boom", namespace))
+        await kube.create(CONFIGMAPS, _cm("after", namespace))
+        await until(lambda: "after" in calls, what="the event after the failure")
+        assert {(namespace, "boom"), (namespace, "after")} <= set(ref.cache)

@@ -143,12 +143,17 @@ def test_validation_rejects_an_invalid_object(rendered):
         validate_object(webhook, version="latest", crds={})
 
 
-def test_crds_are_the_three_burstflow_kinds_with_status(rendered):
-    crds = {c["metadata"]["name"]: c for c in all_of(rendered["overlays/self-signed"], "CustomResourceDefinition")}
+def test_crds_are_the_three_burstflow_kinds_and_serve_the_status_the_services_write(rendered):
+    objects = rendered["overlays/self-signed"]
+    crds = {c["metadata"]["name"]: c for c in all_of(objects, "CustomResourceDefinition")}
     assert set(crds) == {"burstprofiles.burstflow.io", "resourcepolicies.burstflow.io", "cronworkflows.burstflow.io"}
-    for crd in crds.values():
-        for version in crd["spec"]["versions"]:
-            assert "status" in version.get("subresources", {}), f"{crd['metadata']['name']}: no status subresource"
+    written = {resource.split("/")[0] for role in objects if role["kind"] in ("Role", "ClusterRole")
+               for rule in role["rules"] if "burstflow.io" in rule.get("apiGroups", [])
+               for resource in rule["resources"] if resource.endswith("/status")}
+    assert written == {"resourcepolicies", "cronworkflows"}
+    for plural in written:
+        for version in crds[f"{plural}.burstflow.io"]["spec"]["versions"]:
+            assert "status" in version.get("subresources", {}), f"{plural}: no status subresource"
 
 
 # --- pod security ----------------------------------------------------------------------------------------------
@@ -495,3 +500,22 @@ def test_examples_opt_a_namespace_in_and_validate_against_our_crds(rendered):
     assert namespaces and all(n["metadata"]["labels"].get("burstflow.io/webhook") == "enabled" for n in namespaces)
     kinds = {o["kind"] for o in objects if o["apiVersion"].startswith("burstflow.io/")}
     assert {"BurstProfile", "ResourcePolicy"} <= kinds
+
+
+def test_example_policies_are_unchanged_copies_of_policies_dir():
+    copies = sorted((MANIFESTS / "examples/policies").glob("*.yaml"))
+    assert copies
+    for copy_path in copies:
+        original = ROOT / "policies" / copy_path.name
+        assert original.is_file(), f"{copy_path.name} no longer exists in policies/: remove the copy"
+        assert copy_path.read_bytes() == original.read_bytes(), \
+            f"manifests/examples/policies/{copy_path.name} differs: cp policies/{copy_path.name} manifests/examples/policies/"
+
+
+def test_example_resource_policies_live_in_the_opted_in_namespace(rendered):
+    objects = rendered["examples"]
+    [namespace] = all_of(objects, "Namespace")
+    for policy in all_of(objects, "ResourcePolicy"):
+        assert policy["metadata"]["namespace"] == namespace["metadata"]["name"]
+    for profile in all_of(objects, "BurstProfile"):
+        assert "namespace" not in profile["metadata"]

@@ -668,7 +668,7 @@ async def test_burstflow_webhook_serve_end_to_end(tls, client):
             if logged[-1]["message"].startswith("webhook listening on "):
                 break
         settings_line = [e for e in logged if e["message"].startswith("webhook settings: ")]
-        assert len(settings_line) == 1
+        assert len(settings_line) == 1 and logged[0] is settings_line[0]  # before the policy loader's messages
         assert json.loads(settings_line[0]["message"].split(": ", 1)[1])["policy_paths"] == [str(ROOT / "policies")]
         words = logged[-1]["message"].split()
         port = int(words[3].rsplit(":", 1)[1])
@@ -696,7 +696,6 @@ async def test_burstflow_webhook_serve_end_to_end(tls, client):
 @pytest.mark.parametrize("argv, env, code, message", [
     (["--port", "99999"], {}, 2, "burstflow webhook serve: port: 99999 is not a TCP port (0-65535)"),
     ([], {"BURSTFLOW_WEBHOOK_LOG_FORMAT": "xml"}, 2,
-     "burstflow webhook serve: BURSTFLOW_WEBHOOK_LOG_FORMAT='xml': " if False else
      "burstflow webhook serve: from environment: log_format: 'xml' is not one of text, json"),
 ], ids=["bad flag value", "bad variable"])
 async def test_burstflow_webhook_serve_rejects_bad_settings(argv, env, code, message):
@@ -706,3 +705,17 @@ async def test_burstflow_webhook_serve_rejects_bad_settings(argv, env, code, mes
     _, stderr = await asyncio.wait_for(child.communicate(), 20)
     assert child.returncode == code
     assert stderr.decode().strip() == message
+
+
+async def test_an_admitter_that_cannot_be_built_exits_1_after_logging_the_settings(tls, caplog):
+    from webhook.server import serve
+
+    def factory(metrics, clock):
+        raise ValueError("no policy files given")
+
+    with caplog.at_level(logging.INFO, logger="webhook.server"):
+        code = await serve(settings_for(tls), admitter_factory=factory)
+    assert code == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0].startswith("webhook settings: ")
+    assert messages[-1] == "webhook cannot start: cannot build the admitter: no policy files given"

@@ -40,10 +40,15 @@ class WebhookMetrics:
         self.tls_reloads = Counter(
             "burstflow_webhook_tls_reloads_total", "Serving certificate reloads that took effect.",
             registry=registry)
+        self._admission_children: dict[tuple[str, tuple[str, ...]], Counter] = {}
 
     def count_admission(self, outcome: str, profiles: Iterable[str] = ()) -> None:
         """One admission answered; `outcome` is one of OUTCOMES."""
-        self.admissions.labels(outcome=outcome, profile=",".join(profiles)).inc()
+        key = (outcome, tuple(profiles))
+        child = self._admission_children.get(key)
+        if child is None:  # labels() takes a lock and builds a key each time: cache the few combinations that occur
+            child = self._admission_children[key] = self.admissions.labels(outcome=outcome, profile=",".join(key[1]))
+        child.inc()
 
     def count_malformed(self, reason: str) -> None:
         """A malformed request: counted under its reason and as a `malformed` admission."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -298,14 +299,27 @@ class Server:
         await self.stop()
 
 
-async def serve(settings: WebhookSettings, *, admitter: Admitter, registry: CollectorRegistry | None = None,
-                metrics: WebhookMetrics | None = None, clock: Clock | None = None,
+async def serve(settings: WebhookSettings, *, admitter: Admitter | None = None,
+                admitter_factory: Callable[[WebhookMetrics, Clock], Admitter] | None = None,
+                registry: CollectorRegistry | None = None, clock: Clock | None = None,
                 ready: Callable[[Server], Awaitable[None] | None] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then drain and return the exit code (0; 1 when the server cannot start).
 
-    `ready(server)` is called once both listeners are bound (the demo uses it to learn the ports).
+    Give either `admitter` or `admitter_factory(metrics, clock)` (built after the settings are logged, so its
+    own start-up messages follow them). `ready(server)` is called once both listeners are bound.
     """
+    if (admitter is None) == (admitter_factory is None):
+        raise TypeError("serve() needs exactly one of admitter and admitter_factory")
     log.info("webhook settings: %s", json.dumps(settings.redacted(), sort_keys=True))
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = WebhookMetrics(registry)
+    clock = clock if clock is not None else SystemClock()
+    if admitter is None:
+        try:
+            admitter = admitter_factory(metrics, clock)
+        except (ValueError, OSError, ImportError) as exc:
+            log.error("webhook cannot start: cannot build the admitter: %s", exc)
+            return 1
     server = Server(admitter=admitter, settings=settings, registry=registry, metrics=metrics, clock=clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -382,16 +396,9 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"burstflow webhook serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    factory = functools.partial(_build_from_settings, settings)
+    return asyncio.run(serve(settings, admitter_factory=factory))
 
-    async def main() -> int:
-        registry = CollectorRegistry()
-        metrics = WebhookMetrics(registry)
-        clock = SystemClock()
-        try:
-            admitter = build_admitter(settings, metrics=metrics, clock=clock)
-        except (ValueError, OSError, ImportError) as exc:
-            log.error("webhook cannot start: cannot build the admitter: %s", exc)
-            return 1
-        return await serve(settings, admitter=admitter, registry=registry, metrics=metrics, clock=clock)
 
-    return asyncio.run(main())
+def _build_from_settings(settings: WebhookSettings, metrics: WebhookMetrics, clock: Clock) -> Admitter:
+    return build_admitter(settings, metrics=metrics, clock=clock)

@@ -112,6 +112,9 @@ def metadata_causes(obj: dict, *, label: bool, check_names: bool) -> list[dict]:
     """Causes for metadata.name/generateName as ValidateObjectMeta words them; [] when fine."""
     meta = obj.get("metadata") or {}
     name, generate = meta.get("name"), meta.get("generateName")
+    for field, value in (("metadata.name", name), ("metadata.generateName", generate)):
+        if value is not None and not isinstance(value, str):
+            return [cause("FieldValueTypeInvalid", field, f"Invalid value: {value!r}: must be a string")]
     if not name:
         return [cause("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")]
     if not check_names:

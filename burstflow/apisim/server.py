@@ -46,6 +46,29 @@ _META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resource
 _TRUE = ("true", "True", "1")
 
 
+def _str_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+
+
+# Fields of ObjectMeta whose type the sim relies on; a real server refuses other types while decoding the body.
+_META_TYPES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("name", "string", lambda v: isinstance(v, str)),
+    ("generateName", "string", lambda v: isinstance(v, str)),
+    ("namespace", "string", lambda v: isinstance(v, str)),
+    ("resourceVersion", "string", lambda v: isinstance(v, str)),
+    ("labels", "map[string]string", _str_map),
+    ("annotations", "map[string]string", _str_map),
+    ("finalizers", "[]string", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    ("ownerReferences", "[]v1.OwnerReference", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v)),
+)
+_GO_KINDS = {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def _unmarshal_error(field: str, value: Any, go_type: str) -> str:
+    return (f"json: cannot unmarshal {_GO_KINDS.get(type(value), 'value')} into Go struct field "
+            f"{field} of type {go_type}")
+
+
 def _ts(clock: Clock) -> str:
     return clock.now().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -108,7 +131,6 @@ class ApiSim:
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: Dispatcher | None = None
         self._closing = asyncio.Event()
-        self._streams: set[asyncio.Task] = set()
         for ns in (*SYSTEM_NAMESPACES, *namespaces):
             if self.store.get(NAMESPACES, "", ns) is None:
                 self.put_object("namespaces", {"metadata": {"name": ns}})
@@ -117,7 +139,9 @@ class ApiSim:
     async def start(self) -> "ApiSim":
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._closing = asyncio.Event()
+        # Watches end as soon as `_closing` is set, so a short grace is enough for in-flight requests.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -425,8 +449,12 @@ class ApiSim:
         if api_version and api_version != rt.api_version(version):
             raise bad_request(f"the API version in the data ({api_version}) does not match the expected API "
                               f"version ({rt.api_version(version)})")
-        if not isinstance(obj.get("metadata", {}), dict):
-            raise bad_request("metadata must be an object")
+        meta = obj.get("metadata", {})
+        if not isinstance(meta, dict):
+            raise bad_request(_unmarshal_error("metadata", meta, "v1.ObjectMeta"))
+        for key, go_type, ok in _META_TYPES:
+            if meta.get(key) is not None and not ok(meta[key]):
+                raise bad_request(_unmarshal_error(f"metadata.{key}", meta[key], go_type))
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version(version)
 
     def _prepare_create(self, rt: ResourceType, obj: dict) -> None:
@@ -440,8 +468,9 @@ class ApiSim:
             meta["name"] = candidate
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _ts(self.clock)
-        for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion"):
+        for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(k, None)
+        meta["resourceVersion"] = ""  # holds its place in the key order; the store writes the real value
         if rt.custom or rt.key == CRDS:
             meta["generation"] = 1
         if rt.key == PODS:
@@ -456,6 +485,8 @@ class ApiSim:
         elif rt.custom and rt.status_subresource:
             obj.pop("status", None)
         elif rt.key == ("", "events"):
+            for k, v in (("involvedObject", {}), ("source", {}), ("firstTimestamp", None), ("lastTimestamp", None)):
+                obj.setdefault(k, v)
             obj.setdefault("eventTime", None)
             obj.setdefault("reportingComponent", "")
             obj.setdefault("reportingInstance", "")
@@ -477,7 +508,9 @@ class ApiSim:
         elif rt.custom and version in rt.schemas:
             causes += rt.schemas[version].causes(obj)
         if causes:
-            raise invalid(rt.kind, rt.group, (obj.get("metadata") or {}).get("name") or "", causes)
+            # events.k8s.io Events are validated as the core Event they are stored as, so errors name no group.
+            group = "" if rt.key == ("events.k8s.io", "events") else rt.group
+            raise invalid(rt.kind, group, (obj.get("metadata") or {}).get("name") or "", causes)
 
     def _after_write(self, rt: ResourceType, stored: dict) -> None:
         if rt.key == CRDS and not stored["metadata"].get("deletionTimestamp"):
@@ -542,10 +575,14 @@ class ApiSim:
                 raise ApiError(403, f"{rt.plural} \"{meta.get('name') or meta.get('generateName', '')}\" is "
                                     f"forbidden: unable to create new content in namespace {ns} because it is "
                                     f"being terminated", reason="Forbidden", details={})
+        meta["creationTimestamp"] = None  # what a webhook sees: the timestamp is set after admission
         if rt.key == PODS:
             default_pod(obj, self._rng)
-        obj, warnings = await self._admit(rt, version, "CREATE", obj, None, ns, dry_run, q)
-        obj["metadata"]["namespace"] = ns
+        obj, warnings = await self._admit(rt, version, "CREATE", self._ordered(rt, obj), None, ns, dry_run, q)
+        if rt.namespaced:
+            obj["metadata"]["namespace"] = ns
+        else:
+            obj["metadata"].pop("namespace", None)
         if rt.key == PODS:
             default_pod(obj, self._rng)
         self._prepare_create(rt, obj)
@@ -555,6 +592,7 @@ class ApiSim:
         if self.store.get(rt.key, ns or "", name) is not None:
             raise already_exists(rt.plural, rt.group, name)
         if dry_run:
+            obj["metadata"].pop("resourceVersion", None)  # nothing was stored, so there is no version
             return obj, warnings
         stored = self.store.write(rt.key, obj)
         self._after_write(rt, stored)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ class _Request:
 class _Queue:
     waiting: list[_Request] = field(default_factory=list)
     writer: asyncio.Task[None] | None = None
-    # The object as our last write returned it: the next batch tries it first and only re-reads on 409.
+    # The object as our last write returned it, for dry-run snapshots.
     cached: dict[str, Any] | None = None
 
 
@@ -57,6 +58,7 @@ class Ledger:
         self.metrics = metrics
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self._delay = retry_initial
         self._queues: dict[tuple[str, str], _Queue] = {}
 
     async def reserve(self, policy: ResourcePolicy, token: str, *, timeout: float) -> Decision:
@@ -107,65 +109,84 @@ class Ledger:
 
     async def _write_batches(self, key: tuple[str, str]) -> None:
         queue = self._queues[key]
-        while queue.waiting:
-            batch, queue.waiting = queue.waiting, []
-            try:
-                await self._commit(queue, batch)
-            except asyncio.CancelledError:
-                for request in batch + queue.waiting:
-                    if not request.future.done():
-                        request.future.set_exception(LedgerUnavailable("pool ledger is shutting down"))
-                raise
-            except Exception as error:  # noqa: BLE001 - every caller must get an answer, whatever went wrong
-                log.exception("pool ledger %s/%s: batch failed", *key)
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(LedgerUnavailable(f"pool ledger failed: {error}"))
-
-    async def _commit(self, queue: _Queue, batch: list[_Request]) -> None:
-        delay = self.retry_initial
-        while True:
-            batch = [request for request in batch if not request.future.done()]
-            if not batch:
-                return
-            policy = batch[-1].policy
-            try:
-                obj = queue.cached
-                if obj is None:
-                    obj = await self.kube.get(k.RESOURCEPOLICIES, policy.name, namespace=policy.namespace)
-                usage = usage_from_status(policy, obj.get("status"))
-                now = self.clock.now()
-                decisions = reserve_batch(policy, usage, [request.token for request in batch], now)
-                status = status_from_usage(policy, usage, now=now, previous=obj.get("status"))
-                written = await self.kube.replace(k.RESOURCEPOLICIES, with_status(obj, status),
-                                                  subresource="status")
-            except k.Conflict:
-                self._count_write("conflict")
-                queue.cached = None
-                continue
-            except k.NotFound:
-                queue.cached = None
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(PolicyMissing(
-                            f"ResourcePolicy {policy.namespace}/{policy.name} not found"))
-                return
-            except k.KubeError as error:
-                self._count_write("error")
-                queue.cached = None
-                log.warning("pool ledger %s/%s: %s; retrying in %.2fs", policy.namespace, policy.name, error, delay)
-                # IO pacing between retries, not scheduling logic: callers are bounded by their own timeouts.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
-                continue
-            self._count_write("ok")
-            queue.cached = written
-            if self.metrics:
-                self.metrics.observe_status(policy, status)
-            for request, decision in zip(batch, decisions):
+        batch: list[_Request] = []
+        try:
+            while queue.waiting or batch:
+                batch = await self._commit(queue, batch)
+        except asyncio.CancelledError:
+            for request in batch + queue.waiting:
                 if not request.future.done():
-                    request.future.set_result(decision)
-            return
+                    request.future.set_exception(LedgerUnavailable("pool ledger is shutting down"))
+            raise
+        except Exception as error:  # noqa: BLE001 - every caller must get an answer, whatever went wrong
+            log.exception("pool ledger %s/%s: batch failed", *key)
+            for request in batch + queue.waiting:
+                if not request.future.done():
+                    request.future.set_exception(LedgerUnavailable(f"pool ledger failed: {error}"))
+            queue.waiting = []
+
+    async def _commit(self, queue: _Queue, carried: list[_Request]) -> list[_Request]:
+        """One attempt: read, take everything queued (plus `carried`, a batch that lost a race), decide, write.
+
+        Returns the requests still unanswered (empty after a successful write). The batch is taken *after* the
+        read, so admissions that arrive while the read is in flight join this write instead of waiting for the
+        next one; reading right before writing also keeps the window for a conflicting write small.
+        """
+        policy = (carried or queue.waiting)[-1].policy
+        try:
+            obj = await self.kube.get(k.RESOURCEPOLICIES, policy.name, namespace=policy.namespace)
+        except k.NotFound:
+            self._fail(carried + queue.waiting, PolicyMissing(
+                f"ResourcePolicy {policy.namespace}/{policy.name} not found"))
+            queue.waiting = []
+            return []
+        except k.KubeError as error:
+            await self._backoff(policy, error)
+            return carried
+        batch = [request for request in carried + queue.waiting if not request.future.done()]
+        queue.waiting = []
+        if not batch:
+            return []
+        policy = batch[-1].policy
+        usage = usage_from_status(policy, obj.get("status"))
+        now = self.clock.now()
+        decisions = reserve_batch(policy, usage, [request.token for request in batch], now)
+        status = status_from_usage(policy, usage, now=now, previous=obj.get("status"))
+        try:
+            written = await self.kube.replace(k.RESOURCEPOLICIES, with_status(obj, status), subresource="status")
+        except k.Conflict:
+            self._count_write("conflict")
+            # Another replica just wrote: step aside for a moment so the two do not collide again in lockstep.
+            await asyncio.sleep(random.uniform(0, self.retry_initial))
+            return batch
+        except k.NotFound:
+            self._fail(batch, PolicyMissing(f"ResourcePolicy {policy.namespace}/{policy.name} not found"))
+            return []
+        except k.KubeError as error:
+            self._count_write("error")
+            await self._backoff(policy, error)
+            return batch
+        self._count_write("ok")
+        queue.cached = written
+        self._delay = self.retry_initial
+        if self.metrics:
+            self.metrics.observe_status(policy, status)
+        for request, decision in zip(batch, decisions):
+            if not request.future.done():
+                request.future.set_result(decision)
+        return []
+
+    async def _backoff(self, policy: ResourcePolicy, error: Exception) -> None:
+        log.warning("pool ledger %s/%s: %s; retrying in %.2fs", policy.namespace, policy.name, error, self._delay)
+        # IO pacing between retries, not scheduling logic: callers are bounded by their own timeouts.
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, self.retry_max)
+
+    @staticmethod
+    def _fail(requests: list[_Request], error: Exception) -> None:
+        for request in requests:
+            if not request.future.done():
+                request.future.set_exception(error)
 
     def _count_write(self, result: str) -> None:
         if self.metrics:

@@ -1,0 +1,340 @@
+"""Admission throughput of the real webhook (example policies) against a no-op aiohttp TLS handler, in one run.
+
+Each server runs in its own process (a child of this script) so the load generator and the server do not share an
+event loop; the load is an aiohttp keep-alive client on 127.0.0.1 posting the captured Argo pod AdmissionReview at
+each concurrency level. Servers are measured back to back per level, so machine noise hits both alike.
+
+    .venv/bin/python benchmarks/webhook_throughput.py                 # ~35 s
+    .venv/bin/python benchmarks/webhook_throughput.py --duration 1 --concurrency 1,16
+
+Printed per level and server: admissions/s, p50/p99 latency, server CPU per admission (from /proc), and two cost
+ratios against the no-op handler: wall time per request (= no-op admissions/s / webhook admissions/s) and server
+CPU per request. Targets: ratio <= 1.3 and >= 1,500 admissions/s.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARED = Path(os.environ.get("BURSTFLOW_SHARED", ROOT.parent / "shared"))
+FIXTURE = SHARED / "fixtures" / "admission" / "pod-create-argo-workflow-pod.json"
+POLICIES = ROOT / "policies"
+TARGET_RATIO = 1.3
+TARGET_RATE = 1500.0
+SERVERS = {
+    "no-op": "bare aiohttp TLS handler: parse the body, answer allowed: true",
+    "shell": "our server (webhook.server) with an admitter that allows everything: the HTTP shell's own cost",
+    "webhook": "our server with webhook.admitter.PodAdmitter and the example policies in policies/",
+}
+
+
+# --- server side (child process) ------------------------------------------------------------------------------------
+
+def _noop_app():
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        document = json.loads(await request.read())
+        body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": document["request"]["uid"], "allowed": True}}
+        return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_post("/mutate", handle)
+    app.router.add_post("/mutate/pods", handle)
+    return app
+
+
+def _policy_admitter():
+    """PodAdmitter over the example policies, or SystemExit with the reason when that part is missing."""
+    try:
+        from webhook.admitter import PodAdmitter, store_from_paths
+    except ImportError as exc:
+        raise SystemExit(f"webhook.admitter is not available ({exc}); cannot benchmark the real webhook") from None
+    if not any(POLICIES.glob("*.yaml")):
+        raise SystemExit(f"no example policies in {POLICIES}; cannot benchmark the real webhook")
+    store = store_from_paths([str(POLICIES)])
+    if store.errors:
+        raise SystemExit(f"the example policies do not compile: {store.errors[0]}")
+    return PodAdmitter(store=store)
+
+
+class _AllowAll:
+    ready = True
+
+    async def admit(self, request):
+        from webhook.admission import Outcome, allowed
+
+        return Outcome(allowed(request["uid"]), "unchanged")
+
+
+async def _serve(kind: str, cert: str, key: str) -> None:
+    from aiohttp import web
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if kind == "no-op":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        runner = web.AppRunner(_noop_app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context, backlog=1024).start()
+        port = runner.addresses[0][1]
+        stopper = runner.cleanup
+    else:
+        from webhook.server import Server
+        from webhook.settings import WebhookSettings
+
+        admitter = _AllowAll() if kind == "shell" else _policy_admitter()
+        settings = WebhookSettings(cert_file=cert, key_file=key, bind_address="127.0.0.1", port=0,
+                                   metrics_address="127.0.0.1", metrics_port=0, drain_timeout_seconds=1)
+        server = Server(admitter=admitter, settings=settings)
+        await server.start()
+        port = server.port
+        stopper = server.stop
+    print(f"port {port}", flush=True)
+    await stop.wait()
+    await stopper()
+
+
+def _profile(kind: str, cert: str, key: str, output: str) -> None:
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(_serve(kind, cert, key))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(output)
+
+
+# --- client side --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    server: str
+    concurrency: int
+    requests: int
+    seconds: float
+    latencies: list[float]
+    cpu_seconds: float | None
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def cpu_per_request(self) -> float | None:
+        return None if self.cpu_seconds is None else self.cpu_seconds / self.requests
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process from /proc (Linux); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Child:
+    """One server process; `port` once started."""
+
+    def __init__(self, kind: str, cert: Path, key: Path, profile: Path | None) -> None:
+        self.kind, self.cert, self.key, self.profile = kind, cert, key, profile
+        self.port = 0
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        extra = ["--profile-to", str(self.profile)] if self.profile else []
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--serve", self.kind, "--cert", str(self.cert), "--key", str(self.key), *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        line = await asyncio.wait_for(self.process.stdout.readline(), 30)
+        if not line.startswith(b"port "):
+            stderr = (await self.process.stderr.read()).decode().strip()
+            raise SystemExit(f"{self.kind} server did not start: {stderr.splitlines()[-1] if stderr else line!r}")
+        self.port = int(line.split()[1])
+
+    async def stop(self) -> None:
+        if self.process and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), 30)
+
+
+async def measure(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, concurrency: int, warmup: float,
+                  duration: float) -> Result:
+    """`concurrency` keep-alive connections posting `body` back to back; counts only the `duration` window."""
+    import aiohttp
+
+    url = f"https://127.0.0.1:{child.port}/mutate/pods?timeout=5s"
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    window: dict[str, float] = {}
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while True:
+            now = loop.time()
+            if now >= window["end"]:
+                return
+            started = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            elapsed = time.perf_counter() - started
+            if window["start"] <= now:
+                if ok:
+                    latencies.append(elapsed)
+                else:
+                    errors += 1
+
+    connector = aiohttp.TCPConnector(ssl=client_ssl, limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(url, data=body, headers=headers) as response:  # one correct answer first
+            answer = json.loads(await response.read())
+            assert answer["response"]["uid"] == json.loads(body)["request"]["uid"], answer
+        begin = loop.time()
+        window["start"], window["end"] = begin + warmup, begin + warmup + duration
+        tasks = [asyncio.create_task(worker(session)) for _ in range(concurrency)]
+        await asyncio.sleep(warmup)
+        cpu_before = _cpu_seconds(child.process.pid)
+        measured_from = loop.time()
+        await asyncio.gather(*tasks)
+        measured_for = loop.time() - measured_from
+        cpu_after = _cpu_seconds(child.process.pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Result(child.kind, concurrency, len(latencies), measured_for, latencies, cpu, errors)
+
+
+def _tls_material(directory: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return cert, key, context
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+async def run(args: argparse.Namespace) -> int:
+    body = json.dumps(json.loads(FIXTURE.read_text())["body"]).encode()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    kinds = [k for k in SERVERS if k in args.servers.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key, client_ssl = _tls_material(Path(tmp))
+        children = {}
+        for kind in kinds:
+            profile = Path(args.profile_dir) / f"{kind}.prof" if args.profile_dir else None
+            children[kind] = Child(kind, cert, key, profile)
+            try:
+                await children[kind].start()
+            except SystemExit as exc:
+                print(f"skipping {kind}: {exc}")
+                del children[kind]
+        if "no-op" not in children:
+            print("the no-op baseline did not start; no ratios can be computed")
+            return 1
+        print(f"body: {FIXTURE.name} ({len(body)} bytes); {args.duration:g} s per measurement after "
+              f"{args.warmup:g} s warm-up; cpu = server process CPU per admission")
+        for kind in children:
+            print(f"  {kind:8} {SERVERS[kind]}")
+        print()
+        header = (f"{'conns':>5}  {'server':8} {'adm/s':>8} {'p50':>10} {'p99':>10} {'cpu/adm':>10} "
+                  f"{'ratio(wall)':>11} {'ratio(cpu)':>10} {'errors':>6}")
+        print(header)
+        print("-" * len(header))
+        results: dict[tuple[str, int], Result] = {}
+        try:
+            for level in levels:
+                for kind, child in children.items():
+                    result = await measure(child, body=body, client_ssl=client_ssl, concurrency=level,
+                                           warmup=args.warmup, duration=args.duration)
+                    results[kind, level] = result
+                    base = results["no-op", level]
+                    wall_ratio = base.rate / result.rate
+                    cpu_ratio = (f"{result.cpu_per_request / base.cpu_per_request:10.2f}"
+                                 if result.cpu_per_request and base.cpu_per_request else f"{'n/a':>10}")
+                    cpu = f"{result.cpu_per_request * 1e6:7.0f} us" if result.cpu_per_request else f"{'n/a':>10}"
+                    print(f"{level:>5}  {kind:8} {result.rate:8.0f} {_ms(result.percentile(0.5)):>10} "
+                          f"{_ms(result.percentile(0.99)):>10} {cpu:>10} {wall_ratio:11.2f} {cpu_ratio} "
+                          f"{result.errors:>6}", flush=True)
+        finally:
+            for child in children.values():
+                await child.stop()
+
+    if "webhook" not in children:
+        return 1
+    print()
+    worst = max(results["no-op", c].rate / results["webhook", c].rate for c in levels)
+    best_rate = max(results["webhook", c].rate for c in levels)
+    errors = sum(r.errors for r in results.values())
+    print(f"cost ratio (wall, worst level): {worst:.2f}  target <= {TARGET_RATIO}: "
+          f"{'met' if worst <= TARGET_RATIO else 'NOT met'}")
+    print(f"webhook throughput (best level): {best_rate:.0f} admissions/s  target >= {TARGET_RATE:.0f}: "
+          f"{'met' if best_rate >= TARGET_RATE else 'NOT met'}")
+    if errors:
+        print(f"{errors} requests failed")
+    if args.profile_dir:
+        print(f"cProfile output of each server process in {args.profile_dir}/<server>.prof")
+    return 0 if errors == 0 else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per server and level")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each measurement")
+    parser.add_argument("--concurrency", default="1,16,100", help="comma-separated connection counts")
+    parser.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
+    parser.add_argument("--profile-dir", help="write a cProfile of each server process here (slows them down)")
+    parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
+    parser.add_argument("--cert", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-to", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        if args.profile_to:
+            _profile(args.serve, args.cert, args.key, args.profile_to)
+        else:
+            asyncio.run(_serve(args.serve, args.cert, args.key))
+        return 0
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("--duration must be > 0 and --warmup >= 0")
+    if args.duration * len(args.concurrency.split(",")) * 3 > 120:
+        print("note: this run will take over two minutes", file=sys.stderr)
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

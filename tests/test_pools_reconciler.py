@@ -1,0 +1,103 @@
+"""The reconciler under leader election: one replica reconciles (gauge 1), its watch frees the slot of a deleted
+pod, and another replica takes over when it leaves; counts are rebuilt from the pod list on start."""
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from burstflow import kube as k
+from burstflow.clock import SystemClock
+from tests.test_pools_counting import CRD, SMALL, create_pod, policy_object
+from webhook.pools.model import compile_resource_policy
+from webhook.pools.placement import shape_pod
+from webhook.pools.reconciler import PoolReconciler
+from webhook.pools.stack import PoolStack
+
+pytestmark = pytest.mark.kube
+# Short election and reconcile periods so the hand-over happens within a second of wall time.
+FAST = {"lease_duration": 0.6, "renew_deadline": 0.4, "retry_period": 0.05}
+
+
+async def eventually(predicate, timeout: float = 5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+def gauge(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("burstflow_leader_is_leader", {"component": "pool-reconciler"})
+
+
+def pod_for(policy, subset: int, token: str, namespace: str) -> dict:
+    base = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": namespace, "labels": {"burstflow.io/test-pool": "yes"}},
+            "spec": {"containers": [{"name": "main", "image": "alpine:3.20"}]}}
+    return shape_pod(base, policy=policy, subset=subset, token=token)
+
+
+async def test_one_leader_reconciles_and_another_takes_over(kube, namespace, install_crds, kube_factory):
+    await install_crds(CRD)
+    policy = compile_resource_policy(await kube.create(k.RESOURCEPOLICIES, policy_object(namespace, SMALL)))
+    stacks, registries = [], []
+    for name in ("replica-a", "replica-b"):
+        registry = CollectorRegistry()
+        stack = PoolStack(kube=await kube_factory(), clock=SystemClock(), registry=registry, identity=name,
+                          lease_namespace=namespace, namespace=namespace, reconcile_interval=0.05, **FAST)
+        stacks.append(stack)
+        registries.append(registry)
+    a, b = stacks
+    try:
+        a.start()
+        await asyncio.wait_for(a.leadership.elector.wait_until_leader(), 5)
+        b.start()
+        await asyncio.sleep(0.2)
+        assert (a.is_leader, b.is_leader) == (True, False)
+        assert (gauge(registries[0]), gauge(registries[1])) == (1.0, 0.0)
+
+        decision = await b.ledger.reserve(policy, "tok-1", timeout=5)
+        assert decision.subset == 0
+        await create_pod(kube, pod_for(policy, 0, "tok-1", namespace), "wf-1")
+
+        async def bound():
+            status = (await kube.get(k.RESOURCEPOLICIES, "pools", namespace=namespace)).get("status") or {}
+            return status.get("subsets") and status["subsets"][0]["pods"] == {"tok-1": "wf-1"}
+
+        await eventually(bound)
+        await kube.delete(k.PODS, "wf-1", namespace=namespace, grace_period_seconds=0)
+
+        async def freed():
+            status = (await kube.get(k.RESOURCEPOLICIES, "pools", namespace=namespace)).get("status") or {}
+            return status["subsets"][0]["placed"] == 0
+
+        await eventually(freed)
+        await a.stop()
+        await asyncio.wait_for(b.leadership.elector.wait_until_leader(), 5)
+        assert gauge(registries[0]) == 0.0 and gauge(registries[1]) == 1.0
+    finally:
+        for stack in stacks:
+            await stack.stop()
+
+
+async def test_counts_are_rebuilt_from_the_pod_list(kube, namespace, install_crds):
+    await install_crds(CRD)
+    created = await kube.create(k.RESOURCEPOLICIES, policy_object(namespace, SMALL))
+    policy = compile_resource_policy(created)
+    # A status that lies (a crashed writer, a hand edit): a pod that is gone, and none of the pods that exist.
+    created["status"] = {"subsets": [{"name": "a", "placed": 1, "pods": {"ghost": "gone"}, "reservations": {}}]}
+    await kube.replace(k.RESOURCEPOLICIES, created, subresource="status")
+    for index, (subset, token) in enumerate([(0, "t1"), (1, "t2")]):
+        await create_pod(kube, pod_for(policy, subset, token, namespace), f"wf-{index}")
+    reconciler = PoolReconciler(kube=kube, clock=SystemClock(), namespace=namespace)
+    assert await reconciler.reconcile_once(await reconciler.list_pods()) == 1
+    status = (await kube.get(k.RESOURCEPOLICIES, "pools", namespace=namespace))["status"]
+    assert [(s["name"], s["pods"]) for s in status["subsets"]] == [("a", {"t1": "wf-0"}), ("b", {"t2": "wf-1"})]
+    assert await reconciler.reconcile_once(await reconciler.list_pods()) == 0

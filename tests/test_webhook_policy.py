@@ -1,0 +1,146 @@
+"""BurstProfile compile tables: the CRD schema is the first check, then semantics; errors carry file, object, path."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.conftest import POLICIES
+from webhook import policy
+from webhook.loader import Document, compile_objects, load
+from webhook.policy import Template
+
+
+def bp(spec=None, name="p", **top) -> dict:
+    obj = {"apiVersion": "burstflow.io/v1alpha1", "kind": "BurstProfile", "metadata": {"name": name},
+           "spec": {} if spec is None else spec}
+    obj.update(top)
+    return obj
+
+
+def errors_of(obj) -> list[str]:
+    _, errors = compile_objects([Document("policies/x.yaml", obj)], compilers={})
+    return [str(e) for e in errors]
+
+
+@pytest.mark.parametrize("obj, message", [
+    (bp({"priorty": 5}), "policies/x.yaml: BurstProfile/p: spec.priorty: unknown field 'priorty' (known: annotations, labels, match, "),
+    (bp({"priority": "high"}), "policies/x.yaml: BurstProfile/p: spec.priority: 'high' is not of type 'integer'"),
+    (bp({"priority": 5000}), "spec.priority: 5000 is greater than the maximum of 1000"),
+    (bp({"seccomp": "Unconfined"}), "spec.seccomp: 'Unconfined' is not one of ['RuntimeDefault', 'Disabled']"),
+    (bp({"provider": {}}), "spec.provider: {} should be non-empty"),
+    (bp({"provider": {"volcengine-vci": {}, "alibaba-eci": {}}}), "spec.provider: {"),
+    (bp({"provider": {"aws-fargate": {}}}), "spec.provider.aws-fargate: unknown field 'aws-fargate'"),
+    (bp({"provider": {"volcengine-vci": {"mode": "always"}}}),
+     "spec.provider.volcengine-vci.mode: 'always' is not one of ['enforce', 'auto']"),
+    (bp({"provider": {"alibaba-eci": {"spotStrategy": "SpotWithPriceLimit"}}}),
+     "spec.provider.alibaba-eci: spotPriceLimit is required with, and only allowed with, spotStrategy"),
+    (bp({"match": {"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}}),
+     "spec.match.namespaceSelector.matchExpressions[0]: In and NotIn need values"),
+    (bp({"match": {"objectSelector": {"matchExpressions": [{"key": "a", "operator": "Exists",
+                                                             "values": ["x"]}]}}}),
+     "spec.match.objectSelector.matchExpressions[0]: In and NotIn need values; Exists and DoesNotExist take none"),
+    (bp({"match": {"matchConditions": [{"name": "a", "expression": "true"}, {"name": "a", "expression": "true"}]}}),
+     "spec.match.matchConditions: matchConditions names must be unique"),
+    (bp({"match": {"matchConditions": [{"name": "a", "expression": "object.metadata.labels["}]}}),
+     "policies/x.yaml: BurstProfile/p: spec.match.matchConditions[0].expression: CEL: "),
+    (bp({"match": {"matchConditions": [{"name": "a", "expression": "pod.metadata.name == 'x'"}]}}),
+     "spec.match.matchConditions[0].expression: CEL: "),
+    (bp({"annotations": {"a": "{{ object.metadata.( }}"}}), "spec.annotations[a]: CEL: "),
+    (bp({"labels": {"team": "not valid!"}}), "spec.labels[team]: label value 'not valid!' must be at most 63"),
+    (bp({"labels": {"bad key": "x"}}), "spec.labels[bad key]: key 'bad key': name must be"),
+    (bp({"labels": {"n": 5}}), "spec.labels.n: 5 is not of type 'string'"),
+    (bp({"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}),
+     "spec.tolerations[0]: a toleration with operator Exists must not have a value"),
+    (bp({"tolerations": [{"key": "k", "effect": "Sometimes"}]}), "spec.tolerations[0].effect: 'Sometimes' is not one"),
+    (bp({}, name="Not_A_Name"), "metadata.name: 'Not_A_Name' must be a lowercase DNS subdomain"),
+    (bp({}, name=""), "BurstProfile/<unnamed>: metadata.name: is required"),
+    (bp({}, apiVersion="burstflow.io/v1"), "BurstProfile/p: apiVersion: apiVersion must be burstflow.io/v1alpha1, not 'burstflow.io/v1'"),
+    (dict(bp({}), metadata={"name": "p", "namespace": "argo"}), "metadata.namespace: BurstProfile is cluster-scoped"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
+def test_invalid_profiles_name_file_object_and_field(obj, message):
+    errors = errors_of(obj)
+    assert errors, "expected an error"
+    assert any(message in e for e in errors), errors
+
+
+def test_valid_profile_compiles_once_with_templates_and_preset_values():
+    obj = bp({"priority": 7, "override": True, "seccomp": "Disabled",
+              "match": {"workflowPodsOnly": False, "matchConditions": [{"name": "c", "expression": "true"}]},
+              "provider": {"alibaba-eci": {"mode": "eci_only", "specs": ["a", "b"]}},
+              "annotations": {"k8s.aliyun.com/eci-use-specs": "c", "who": "{{ object.metadata.name }}"}})
+    policy_set, errors = compile_objects([Document("f", obj)], compilers={})
+    assert errors == []
+    (profile,) = policy_set.profiles
+    assert (profile.priority, profile.override, profile.seccomp, profile.workflow_pods_only) == (7, True, False, False)
+    annotations = dict(profile.annotations)
+    assert annotations["alibabacloud.com/burst-resource"] == "eci_only"
+    assert annotations["k8s.aliyun.com/eci-use-specs"] == "c"  # the profile's own value beats the preset's
+    assert isinstance(annotations["who"], Template)
+    assert profile.tolerations == ({"key": "virtual-kubelet.io/provider", "operator": "Equal",
+                                    "value": "alibabacloud", "effect": "NoSchedule"},)
+
+
+def test_a_bad_profile_is_left_out_and_the_others_still_load():
+    policy_set, errors = compile_objects([Document("a.yaml", bp({"seccomp": "x"}, name="bad")),
+                                          Document("b.yaml", bp({}, name="good"))], compilers={})
+    assert [p.name for p in policy_set.profiles] == ["good"]
+    assert [e.obj for e in errors] == ["BurstProfile/bad"]
+
+
+def test_duplicate_names_are_rejected():
+    _, errors = compile_objects([Document("a.yaml", bp()), Document("b.yaml", bp())], compilers={})
+    assert [str(e) for e in errors] == ["b.yaml: BurstProfile/p: metadata.name: duplicate BurstProfile (also in a.yaml)"]
+
+
+def test_yaml_syntax_errors_name_file_and_line(tmp_path):
+    (tmp_path / "broken.yaml").write_text("apiVersion: v1\nkind: [unclosed\n")
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(bp()))
+    policy_set, errors = load([tmp_path])
+    assert [p.name for p in policy_set.profiles] == ["p"]
+    assert len(errors) == 1 and str(errors[0]).startswith(f"{tmp_path / 'broken.yaml'}: line ")
+
+
+def test_multi_document_files_and_lists(tmp_path):
+    (tmp_path / "many.yaml").write_text(yaml.safe_dump_all([bp(name="a"), None, {
+        "apiVersion": "v1", "kind": "List", "items": [bp(name="b"), bp({"seccomp": 1}, name="c")]}]))
+    policy_set, errors = load([tmp_path])
+    assert [p.name for p in policy_set.profiles] == ["a", "b"]
+    assert str(errors[0]).startswith(f"{tmp_path / 'many.yaml'}#2.items[1]: BurstProfile/c: spec.seccomp")
+
+
+def test_missing_path_is_an_error():
+    _, errors = load(["/nonexistent/policies"])
+    assert str(errors[0]) == "/nonexistent/policies: no such file or directory"
+
+
+def test_unknown_kinds_are_warned_about_not_failed():
+    policy_set, errors = compile_objects([Document("d.yaml", {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                              "metadata": {"name": "x"}})], compilers={})
+    assert errors == []
+    assert policy_set.warnings == ("d.yaml: Deployment/x: ignored (kind Deployment is not a webhook policy)",)
+
+
+def test_order_is_priority_then_burstprofiles_then_name():
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vci-profile", "namespace": "kube-system"},
+          "data": {"selectors": '[{"name": "s"}]'}}
+    policy_set, _ = compile_objects([Document("x", o) for o in (
+        bp({}, name="zeta"), bp({"priority": 1}, name="late"), cm, bp({}, name="alpha"))], compilers={})
+    assert [p.name for p in policy_set.profiles] == ["late", "alpha", "zeta", "vci-profile:s"]
+
+
+def test_every_example_policy_is_valid():
+    policy_set, errors = load([POLICIES])
+    assert errors == []
+    assert {p.provider for p in policy_set.profiles} >= {"volcengine-vci", "alibaba-eci", "alibaba-acs",
+                                                         "virtual-kubelet", ""}
+    assert "argo-jobs" in policy_set.namespaces
+
+
+def test_crd_is_cluster_scoped_with_schema_and_printer_columns():
+    crd = policy.crd()
+    assert crd["spec"]["scope"] == "Cluster" and crd["spec"]["group"] == "burstflow.io"
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == "v1alpha1" and version["storage"] and version["served"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Priority", "Seccomp", "Override", "Age"]
+    text = policy.CRD_PATH.read_text()
+    assert "$ref" not in text  # structural schemas cannot use references
