@@ -534,8 +534,8 @@ def object_key(obj: JSON) -> ObjectKey:
 
 @dataclass
 class Reflector:
-    """Keeps `cache` ({(namespace, name): object}) equal to the server's objects of one resource, and tells
-    `on_event` about every change.
+    """Keeps `cache` ({(namespace, name): object}, one dict for the reflector's lifetime, so consumers may hold
+    it) equal to the server's objects of one resource, and tells `on_event` about every change.
 
     It lists, then watches from the list's resourceVersion, tracking the resourceVersion through events and
     BOOKMARKs so a re-watch loses nothing. When the server says Gone it lists again and delivers a resync:
@@ -638,7 +638,8 @@ class Reflector:
         for key, old in self.cache.items():
             if key not in fresh:
                 changes.append(WatchEvent("DELETED", old))
-        self.cache = fresh
+        self.cache.clear()
+        self.cache.update(fresh)
         self.resource_version = (listing.get("metadata") or {}).get("resourceVersion") or self.resource_version
         if self.has_synced:
             self.relists += 1

@@ -562,3 +562,17 @@ async def test_garbage_bodies_get_a_4xx_status_and_never_crash_the_server(http, 
     status, answer = await call(http, "POST", "/api/v1/namespaces/capture/pods", body)
     assert 400 <= status < 500 and answer["kind"] == "Status" and answer["message"]
     assert (await call(http, "GET", "/version"))[0] == 200
+
+
+async def test_watch_without_resource_version_starts_with_the_current_objects_then_every_change_in_order(http, sim):
+    for name in ("b", "a"):
+        sim.put_object("configmaps", {"metadata": {"name": name, "namespace": "capture"}})
+    async with http.get("/api/v1/namespaces/capture/configmaps?watch=true&timeoutSeconds=5") as resp:
+        first = [json.loads(await resp.content.readline()) for _ in range(2)]
+        for i in range(5):
+            sim.put_object("configmaps", {"metadata": {"name": "a", "namespace": "capture"}, "data": {"i": str(i)}})
+        later = [json.loads(await resp.content.readline()) for _ in range(5)]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in first] == [("ADDED", "a"), ("ADDED", "b")]
+    assert [e["object"]["data"]["i"] for e in later] == ["0", "1", "2", "3", "4"]
+    versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in later]
+    assert versions == sorted(versions) and versions[-1] == sim.store.rv

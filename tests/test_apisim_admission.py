@@ -229,3 +229,20 @@ async def test_wrong_response_uid_and_warnings(hooks, sim, http):
     sim.put_object("mutatingwebhookconfigurations", hooks.config("x", {"name": "bad.burstflow.io", "path": "bad"}))
     status, body, _ = await post_pod(http)
     assert status == 500 and 'expected response.uid=' in body["message"]
+
+
+async def test_update_rules_send_the_old_object_and_update_options(hooks, sim, http):
+    hooks.behaviour["u"] = add_annotation("seen-update")
+    config = hooks.config("upd", {"name": "u.burstflow.io", "path": "u"})
+    config["webhooks"][0]["rules"][0]["operations"] = ["UPDATE"]
+    sim.put_object("mutatingwebhookconfigurations", config)
+    status, pod, _ = await post_pod(http)
+    assert status == 201 and "u" not in hooks.calls
+    pod["metadata"]["labels"]["changed"] = "yes"
+    async with http.put(f"/api/v1/namespaces/hooked/pods/{pod['metadata']['name']}", json=pod) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["metadata"]["annotations"] == {"seen-update": "1"}
+    request = hooks.calls["u"][0]["body"]["request"]
+    assert request["operation"] == "UPDATE" and request["name"] == pod["metadata"]["name"]
+    assert request["oldObject"]["metadata"]["labels"] == {"workflows.argoproj.io/workflow": "wf"}
+    assert request["options"] == {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"}

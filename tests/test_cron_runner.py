@@ -545,12 +545,12 @@ async def test_status_conflict_is_retried_without_overwriting_the_newer_status(e
 @pytest.mark.parametrize(
     "change, field",
     [
-        ({"schedules": ["0 0 * * * *"]}, "spec.schedules[0]"),
+        ({"schedules": ["61 * * * *"]}, "spec.schedules[0]"),
         ({"timezone": "Mars/Olympus_Mons"}, "spec.timezone"),
         ({"when": "{{= cronworkflow.failed <<< 3 }}"}, "spec.when"),
         ({"stopStrategy": {"expression": "cronworkflow.failed >="}}, "spec.stopStrategy"),
     ],
-    ids=["6-field schedule", "unknown timezone", "unparseable when", "unparseable stop expression"],
+    ids=["minute out of range", "unknown timezone", "unparseable when", "unparseable stop expression"],
 )
 async def test_invalid_spec_sets_a_condition_and_event_while_others_keep_running(env, change, field):
     t0 = env.clock.now()

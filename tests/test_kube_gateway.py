@@ -562,3 +562,30 @@ async def test_reflector_survives_a_failing_consumer(kube, namespace):
         await kube.create(CONFIGMAPS, _cm("after", namespace))
         await until(lambda: "after" in calls, what="the event after the failure")
         assert {(namespace, "boom"), (namespace, "after")} <= set(ref.cache)
+
+
+# ------------------------------------------------------------------------------------------------ CRD installer
+
+
+async def test_installed_crds_are_served_and_validate(kube, namespace, install_crds):
+    from tests.kubefixtures import ARGO_CRDS
+
+    (workflows,) = await install_crds(ARGO_CRDS / "full" / "workflows.yaml")
+    assert workflows == WORKFLOWS
+    (again,) = await install_crds(ARGO_CRDS / "full" / "workflows.yaml")  # applying twice replaces
+    assert again == WORKFLOWS
+    good = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+            "metadata": {"name": "hello", "namespace": namespace},
+            "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "alpine:3.20"}}]}}
+    created = await kube.create(WORKFLOWS, good)
+    assert created["spec"] == good["spec"]
+    bad = dict(good, metadata={"name": "bad-wf", "namespace": namespace}, spec=dict(good["spec"], entrypoint=5))
+    with pytest.raises(Invalid, match="spec.entrypoint"):
+        await kube.create(WORKFLOWS, bad)
+
+
+async def test_minimal_argo_crds_install(kube, argo_crds_minimal):
+    assert {r.plural for r in argo_crds_minimal} == {"clusterworkflowtemplates", "cronworkflows", "workflows",
+                                                     "workflowtemplates"}
+    for resource in argo_crds_minimal:
+        await kube.list(resource)

@@ -47,7 +47,9 @@ def kustomize_build(directory: Path) -> list[dict]:
     result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         pytest.fail(f"kustomize build {directory} failed:\n{result.stderr}")
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    # libyaml when present: the CronWorkflow CRD embeds Argo's whole workflow schema (megabytes of YAML).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [doc for doc in yaml.load_all(result.stdout, Loader=loader) if doc]
 
 
 @pytest.fixture(scope="session")
