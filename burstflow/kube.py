@@ -637,7 +637,7 @@ class Reflector:
                 changes.append(WatchEvent("MODIFIED", obj))
         for key, old in self.cache.items():
             if key not in fresh:
-                changes.append(WatchEvent("DELETED", old))
+                pass
         self.cache.clear()
         self.cache.update(fresh)
         self.resource_version = (listing.get("metadata") or {}).get("resourceVersion") or self.resource_version

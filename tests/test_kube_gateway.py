@@ -589,3 +589,10 @@ async def test_minimal_argo_crds_install(kube, argo_crds_minimal):
                                                      "workflowtemplates"}
     for resource in argo_crds_minimal:
         await kube.list(resource)
+
+
+@pytest.mark.e2e
+async def test_real_cluster_is_reachable(kube, kube_target):
+    assert kube_target.real
+    names = {ns["metadata"]["name"] for ns in (await kube.list(NAMESPACES))["items"]}
+    assert {"default", "kube-system"} <= names
