@@ -370,6 +370,8 @@ class Kube:
         Raises Gone when the resourceVersion is too old, whether the server answers HTTP 410 or, as current
         servers do, HTTP 200 with an in-stream ERROR event carrying Status 410 Expired; any other ERROR event
         raises its mapped KubeError; a line that is not a watch event raises KubeError("InvalidResponse").
+        A consumer that stops early should wrap the iterator in `contextlib.aclosing` so the connection is
+        released at once rather than when the generator is garbage-collected.
         """
         query = _selectors(label_selector, field_selector)
         query.append(("watch", "1"))
@@ -637,7 +639,7 @@ class Reflector:
                 changes.append(WatchEvent("MODIFIED", obj))
         for key, old in self.cache.items():
             if key not in fresh:
-                pass
+                changes.append(WatchEvent("DELETED", old))
         self.cache.clear()
         self.cache.update(fresh)
         self.resource_version = (listing.get("metadata") or {}).get("resourceVersion") or self.resource_version

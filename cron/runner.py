@@ -546,7 +546,8 @@ class CronRunner:
             ))
         for warning in decision.warnings:
             outcome.events.append(("Warning", "ScheduleWarning", warning))
-        if decision.skip is not None:
+        if decision.skip is not None and decision.skip.reason is not engine.SkipReason.STOPPED:
+            # A Stopped CronWorkflow is not scheduled any more (Argo ignores it); its ticks are only counted.
             outcome.events.append(("Normal", "RunSkipped", decision.skip.message))
         if decision.adopt is not None:
             status = engine.apply_adopted(status, spec=spec, child=decision.adopt)

@@ -4,7 +4,9 @@ Fixtures:
 - `kube_target` (session): which API the run talks to (`.real`, `.kubeconfig`).
 - `sim`: the local ApiSim of this test, or a skip ("needs the local endpoint (fault injection)") on a real cluster.
 - `kubeconfig`: path of a kubeconfig for the target (written by the sim, or the real one).
-- `kube`: a connected `burstflow.kube.Kube`, closed after the test.
+- `kube`: a connected `burstflow.kube.Kube`, closed after the test; `kube_factory()` opens more (one per replica).
+- `make_sim(**ApiSim kwargs)`: an extra ApiSim built with its own settings (small `history`, a FakeClock) and a
+  Kube connected to it; skips on a real cluster.
 - `namespace`: a fresh namespace `bf-test-<random>`, deleted after the test.
 - `install_crds`: `await install_crds(path, ...)` applies CustomResourceDefinitions from YAML files (create, or
   replace when present) and returns their Resources once the API serves them.
@@ -206,7 +208,7 @@ async def apply_crds(kube: Kube, *paths: str | Path, timeout: float = CRD_READY_
             try:
                 await kube.list(resource, page_size=1)
                 break
-            except (NotFound, KubeError) as exc:
+            except KubeError as exc:
                 if loop.time() > deadline:
                     raise TimeoutError(f"CRD {resource.plural}.{resource.group} not served after {timeout}s: "
                                        f"{exc}") from exc

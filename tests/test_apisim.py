@@ -576,3 +576,14 @@ async def test_watch_without_resource_version_starts_with_the_current_objects_th
     assert [e["object"]["data"]["i"] for e in later] == ["0", "1", "2", "3", "4"]
     versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in later]
     assert versions == sorted(versions) and versions[-1] == sim.store.rv
+
+
+async def test_secrets_fold_string_data_into_base64_data_and_reject_bad_base64(http, sim):
+    status, secret = await call(http, "POST", "/api/v1/namespaces/capture/secrets",
+                                {"metadata": {"name": "tls"}, "stringData": {"ca.crt": "PEM"},
+                                 "data": {"tls.key": base64.b64encode(b"KEY").decode()}})
+    assert status == 201 and secret["type"] == "Opaque" and "stringData" not in secret
+    assert secret["data"] == {"tls.key": "S0VZ", "ca.crt": "UEVN"}
+    status, body = await call(http, "POST", "/api/v1/namespaces/capture/secrets",
+                              {"metadata": {"name": "bad"}, "data": {"k": "not base64!"}})
+    assert status == 400 and body["reason"] == "BadRequest"

@@ -35,6 +35,7 @@ log = logging.getLogger("burstflow.apisim")
 
 PODS = ("", "pods")
 NAMESPACES = ("", "namespaces")
+SECRETS = ("", "secrets")
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 MWCS = ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -457,6 +458,26 @@ class ApiSim:
                 raise bad_request(_unmarshal_error(f"metadata.{key}", meta[key], go_type))
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version(version)
 
+    @staticmethod
+    def _normalize_secret(obj: dict) -> None:
+        """Fold `stringData` into base64 `data` and default `type`, as the Secret REST storage does."""
+        data = obj.get("data") or {}
+        if not isinstance(data, dict):
+            raise bad_request(_unmarshal_error("data", data, "map[string][]uint8"))
+        for key, value in data.items():
+            try:
+                base64.b64decode(value, validate=True)
+            except (ValueError, TypeError):
+                raise bad_request(f"illegal base64 data in Secret data key {key!r}")
+        string_data = obj.pop("stringData", None) or {}
+        if not _str_map(string_data):
+            raise bad_request(_unmarshal_error("stringData", string_data, "map[string]string"))
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(value.encode()).decode()
+        if data:
+            obj["data"] = data
+        obj.setdefault("type", "Opaque")
+
     def _prepare_create(self, rt: ResourceType, obj: dict) -> None:
         """BeforeCreate: generated name, uid, timestamps, generation and the status a fresh object starts with."""
         meta = obj["metadata"]
@@ -576,6 +597,8 @@ class ApiSim:
                                     f"forbidden: unable to create new content in namespace {ns} because it is "
                                     f"being terminated", reason="Forbidden", details={})
         meta["creationTimestamp"] = None  # what a webhook sees: the timestamp is set after admission
+        if rt.key == SECRETS:
+            self._normalize_secret(obj)
         if rt.key == PODS:
             default_pod(obj, self._rng)
         obj, warnings = await self._admit(rt, version, "CREATE", self._ordered(rt, obj), None, ns, dry_run, q)
@@ -608,6 +631,8 @@ class ApiSim:
             raise bad_request("the namespace of the provided object does not match the namespace sent on the "
                               "request")
         existing = self._get(rt, ns, name)
+        if rt.key == SECRETS:
+            self._normalize_secret(obj)
         rv = meta.get("resourceVersion")
         if not rv and not rt.allow_unconditional_update:
             raise invalid(rt.kind, rt.group, name, [{"reason": "FieldValueInvalid", "message":

@@ -97,8 +97,8 @@ async def test_the_seed_cron_workflow_creates_real_workflows(kube, namespace, cr
     name = cron["metadata"]["name"]
     deadline = asyncio.get_running_loop().time() + WORKFLOW_TIMEOUT
     while True:
-        workflows = await kube.list(WORKFLOWS, namespace=namespace,
-                                    label_selector=f"workflows.argoproj.io/cron-workflow={name}")
+        workflows = (await kube.list(WORKFLOWS, namespace=namespace,
+                                     label_selector=f"workflows.argoproj.io/cron-workflow={name}"))["items"]
         if workflows:
             break
         if asyncio.get_running_loop().time() > deadline or cron_process.poll() is not None:
