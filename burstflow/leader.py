@@ -216,7 +216,7 @@ class LeaderElector:
                           renewTime=_micro_time(now))
             if holder != self.identity:
                 record["acquireTime"] = _micro_time(now)
-                record["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
+                record["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
             body = dict(lease, spec=record)
             updated = await self.kube.replace(LEASES, body, namespace=self.namespace)
             self._observe(updated, now)

@@ -294,6 +294,7 @@ class CronRunner:
 
     async def _on_workflow_event(self, event: WatchEvent) -> None:
         workflow = event.object
+        own = self._pending_echo.get((WORKFLOWS.plural, *object_key(workflow)), -1) == _rv_int(workflow)
         self._echo_seen(WORKFLOWS.plural, event)
         meta = workflow.get("metadata") or {}
         cron_name = (meta.get("labels") or {}).get(CRON_LABEL)
@@ -306,6 +307,8 @@ class CronRunner:
         else:
             current = children.get(meta.get("name"))
             children[meta.get("name")] = _newer(current, workflow)
+        if own and event.type != "DELETED":
+            return  # our own create/terminate coming back: the decision that wrote it already accounted for it
         self._enqueue(key)
 
     def _forget(self, key: Key) -> None:

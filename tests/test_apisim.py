@@ -183,7 +183,8 @@ async def test_discovery_documents_match_the_captures(http, sim):
     assert "argoproj.io" not in [g["name"] for g in groups["groups"]]
     assert (await call(http, "GET", "/apis/argoproj.io/v1alpha1"))[0] == 404
     for name in ("workflowtemplates", "clusterworkflowtemplates", "workflows", "cronworkflows"):
-        assert (await call(http, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd(name)))[0] == 201
+        status, _ = await call(http, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd(name))
+        assert status == 201
     assert (await call(http, "GET", "/apis/argoproj.io/v1alpha1"))[1] == load_api("discovery-argoproj-v1alpha1.json")
     groups = (await call(http, "GET", "/apis"))[1]
     assert groups == load_api("discovery-apis.json")
@@ -289,10 +290,11 @@ async def test_pagination_limit_continue_and_remaining_item_count(http, sim):
                      "start": names[1] + "\u0000"}
     # A write between pages does not show up: the continued list is a snapshot at the first page's version.
     await call(http, "POST", "/api/v1/namespaces/capture/pods", {**POD, "metadata": {"name": "zzz-late"}})
-    _, page2 = await call(http, "GET", f"/api/v1/namespaces/capture/pods?limit=2&continue={page1['metadata']['continue']}")
+    pods = "/api/v1/namespaces/capture/pods?limit=2&continue="
+    _, page2 = await call(http, "GET", pods + page1["metadata"]["continue"])
     assert page2["metadata"]["remainingItemCount"] == 1
     assert page2["metadata"]["resourceVersion"] == page1["metadata"]["resourceVersion"]
-    _, page3 = await call(http, "GET", f"/api/v1/namespaces/capture/pods?limit=2&continue={page2['metadata']['continue']}")
+    _, page3 = await call(http, "GET", pods + page2["metadata"]["continue"])
     assert "continue" not in page3["metadata"]
     assert [p["metadata"]["name"] for p in page1["items"] + page2["items"] + page3["items"]] == names
 

@@ -187,6 +187,8 @@ async def test_release_on_stop_hands_over_at_the_next_retry(kube, namespace):
     assert (await lease(kube, namespace))["spec"]["holderIdentity"] == ""
     timeline = await run_in_steps(clock, [a, b], seconds=4, running=1)
     assert first_time(timeline, ("b",)) <= b.retry_period
+    spec = (await lease(kube, namespace))["spec"]
+    assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("b", 1)
     await b.stop()
 
 

@@ -191,9 +191,13 @@ PLAIN = "text/plain"
 MALFORMED = [
     # id, body builder, content type, reason, HTTP status, plain text or (code, message) in an AdmissionReview
     ("not JSON", lambda b: b'{"apiVersion": "admission.k8s.io/v1", "kind": ', "application/json", "not_json", 400,
-     "request body is not valid JSON: Expecting value: line 1 column 47 (char 46)"),
+     "request body is not valid JSON: unexpected end of data: line 1 column 47 (char 46)"),
     ("empty body", lambda b: b"", "application/json", "not_json", 400,
-     "request body is not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+     "request body is not valid JSON: Input is a zero-length, empty document: line 1 column 1 (char 0)"),
+    ("nested too deep", lambda b: b"[" * 1100 + b"]" * 1100, "application/json", "not_json", 400,
+     "request body is not valid JSON: depth limit exceeded: line 1 column 1026 (char 1025)"),
+    ("NaN is not JSON", lambda b: b'{"apiVersion": NaN}', "application/json", "not_json", 400,
+     "request body is not valid JSON: unexpected character, expected a JSON value: line 1 column 16 (char 15)"),
     ("wrong content type", lambda b: json.dumps(b).encode(), "text/plain", "content_type", 415,
      "Content-Type must be application/json, got 'text/plain'"),
     ("JSON but a list", lambda b: b"[1, 2]", "application/json", "not_review", 400,

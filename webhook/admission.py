@@ -1,13 +1,36 @@
-"""AdmissionReview (admission.k8s.io/v1) responses: one builder that always echoes uid, apiVersion and kind."""
+"""AdmissionReview (admission.k8s.io/v1) responses: one builder that always echoes uid, apiVersion and kind.
+
+It also holds the webhook's JSON codec. Both ends of the admission path use orjson: on the captured Argo pod
+(6 KB) it parses in ~29 us against ~89 us for the standard library's `json.loads` and encodes several times faster,
+and the body parse is the largest single cost a request has (benchmarks/README.md has the figures).
+"""
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
+CODEC = f"orjson {orjson.__version__}"
+
+JSONDecodeError = orjson.JSONDecodeError
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Parse a JSON document; raises `JSONDecodeError` (a ValueError) with line and column on bad input.
+
+    Stricter than the standard library where RFC 8259 is: NaN/Infinity, lone surrogates, a byte-order mark and
+    nesting deeper than 1024 are refused. Integers beyond 64 bits become floats (the API server only sends int64).
+    """
+    return orjson.loads(data)
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON (non-ASCII characters are written as they are, not as \\u escapes)."""
+    return orjson.dumps(value)
 
 
 def review(response: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +51,7 @@ def patched(uid: str, patch: list[dict[str, Any]], *, warnings: list[str] | None
     response = allowed(uid, warnings=warnings)
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     return response
 
 
@@ -53,7 +76,7 @@ def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSONPatch carried by a response ([] when there is none); for tests, the CLI and the demo."""
     if "patch" not in response:
         return []
-    return json.loads(base64.b64decode(response["patch"]))
+    return orjson.loads(base64.b64decode(response["patch"]))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from burstflow.clock import Clock, SystemClock
-from webhook.admission import API_VERSION, KIND, Admitter, errored, review
+from webhook.admission import API_VERSION, KIND, Admitter, decode_json, encode_json, errored, review
 from webhook.metrics import WebhookMetrics
 from webhook.settings import WebhookSettings, add_settings_arguments, settings_from_args
 from webhook.tlsreload import CertReloader
@@ -62,7 +62,7 @@ class Malformed(Exception):
 
 
 def _json_response(body: dict[str, Any]) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json")
+    return web.Response(body=encode_json(body), content_type="application/json")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -92,8 +92,8 @@ async def decode_review(request: web.Request, limit: int) -> dict[str, Any]:
                         f"Content-Type must be application/json, got {request.content_type or 'nothing'!r}")
     body = await _read_body(request, limit)
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        document = decode_json(body)
+    except ValueError as exc:
         raise Malformed("not_json", 400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise Malformed("not_review", 400,

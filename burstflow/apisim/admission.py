@@ -126,7 +126,8 @@ class Dispatcher:
         url = f"{base}{'&' if '?' in base else '?'}timeout={timeout}s"
         review = self.review(a, obj)
         uid = review["request"]["uid"]
-        post = asyncio.ensure_future(self._post(url, json.dumps(review).encode(), self._ssl_context(cc.get("caBundle"))))
+        ctx = self._ssl_context(cc.get("caBundle"))
+        post = asyncio.ensure_future(self._post(url, json.dumps(review).encode(), ctx))
         sleeper = asyncio.ensure_future(self._clock.sleep(timeout))
         try:
             await asyncio.wait({post, sleeper}, return_when=asyncio.FIRST_COMPLETED)

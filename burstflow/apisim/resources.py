@@ -77,7 +77,10 @@ EVENT_FIELDS: dict[str, FieldGetter] = {
     "reason": lambda o: o.get("reason"),
     "type": lambda o: o.get("type"),
 }
-NAMESPACE_FIELDS: dict[str, FieldGetter] = {**META_FIELDS, "status.phase": lambda o: (o.get("status") or {}).get("phase")}
+NAMESPACE_FIELDS: dict[str, FieldGetter] = {
+    **META_FIELDS,
+    "status.phase": lambda o: (o.get("status") or {}).get("phase"),
+}
 
 
 @dataclass

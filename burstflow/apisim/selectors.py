@@ -7,7 +7,9 @@ from typing import Any, Callable
 
 from .status import bad_request
 
-_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# An optional DNS-subdomain prefix and "/", then a name of alphanumerics, '-', '_' and '.'.
+_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                  r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ def parse_field_selector(text: str | None, allowed: dict[str, Callable[[dict], A
         field = m.group(1).strip()
         if field not in allowed:
             if custom:
-                raise bad_request(f'"{field}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+                raise bad_request(f'"{field}" is not a known field selector: only "metadata.name", '
+                                  f'"metadata.namespace"')
             raise bad_request(f'field label not supported: {field}')
         reqs.append(FieldRequirement(field, m.group(2) == "!=", m.group(3).strip()))
     return tuple(reqs)

@@ -367,7 +367,8 @@ class ApiSim:
         else:
             group, version, rest = segs[1], segs[2], segs[3:]
         namespace = None
-        if rest and rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+        namespace_subresource = len(rest) == 3 and rest[2] in ("status", "finalize")
+        if rest and rest[0] == "namespaces" and len(rest) >= 3 and not namespace_subresource:
             namespace, rest = rest[1], rest[2:]
         if not rest or len(rest) > 3:
             raise resource_not_served()
