@@ -134,11 +134,16 @@ async def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     clock = ShiftedClock(DUE - timedelta(seconds=args.lead_seconds))
     parent_end, child_end = multiprocessing.Pipe()
-    child = multiprocessing.get_context("fork").Process(
+    child = multiprocessing.get_context("spawn").Process(
         target=serve_sim, args=(child_end, clock.offset, args.crons, args.due), daemon=True)
     t = time.perf_counter()
     child.start()
-    port = await asyncio.get_running_loop().run_in_executor(None, parent_end.recv)
+    ready = await asyncio.get_running_loop().run_in_executor(None, parent_end.poll, 120)
+    if not ready:
+        print("the API endpoint process did not start within 120 s", file=sys.stderr)
+        child.terminate()
+        return 1
+    port = parent_end.recv()
     stored = time.perf_counter() - t
     kubeconfig = Path("/tmp") / f"burstflow-bench-{port}.yaml"
     kubeconfig.write_text(yaml.safe_dump({

@@ -6,16 +6,18 @@ and still ~25 us per op on the pruned subtrees (~200 us for a typical 8-op patch
 admission for everything (../shared/measured.md). So the pod is edited through `PodDraft`, a copy-on-write view
 that copies only the dicts and lists on the path to what changes, and `diff` is a small generic RFC 6902 differ
 that skips identical subtrees by identity; tests hold it to jsonpatch (apply_patch round trips, make_patch parity).
+Profiles are merged first and written after: each map section (annotations, labels, nodeSelector) gets one dict of
+winning values and one copy-on-write write, instead of a lookup and a write per key.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from burstflow import cel
 from webhook import admission
-from webhook.policy import PolicySet, Profile, Template, label_value_error
+from webhook.policy import PolicySet, Profile, Template, label_value_error, toleration_key
 
 SKIP_ANNOTATION = "burstflow.io/skip"
 APPLIED_ANNOTATION = "burstflow.io/applied"
@@ -45,13 +47,15 @@ class PodDraft:
 
     def _container(self, path: tuple[str, ...], factory: type) -> Any:
         node = self.pod
+        owned = self._owned
+        last = len(path) - 1
         for index, key in enumerate(path):
             child = node.get(key)
-            if child is None or id(child) not in self._owned:
-                wanted = factory if index == len(path) - 1 else dict
+            if id(child) not in owned:
+                wanted = factory if index == last else dict
                 child = wanted(child) if isinstance(child, wanted) else wanted()
                 node[key] = child
-                self._owned.add(id(child))
+                owned.add(id(child))
             node = child
         return node
 
@@ -84,11 +88,17 @@ class PodDraft:
 
     def add_toleration(self, toleration: Mapping[str, Any]) -> bool:
         """Append `toleration` unless an identical one is present."""
-        existing = self.get("spec", "tolerations") or ()
-        if any(_same_toleration(t, toleration) for t in existing):
+        if toleration_key(toleration) in self.toleration_keys():
             return False
         self.writable_list("spec", "tolerations").append(dict(toleration))
         return True
+
+    def toleration_keys(self) -> list[tuple[Any, ...]]:
+        """`policy.toleration_key` of each toleration the pod has now (entries that are not objects are left out)."""
+        existing = self.get("spec", "tolerations")
+        if not isinstance(existing, list):
+            return []
+        return [toleration_key(t) for t in existing if isinstance(t, Mapping)]
 
     def require_node_affinity(self, requirements: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]]) -> bool:
         """AND `requirements` (NodeSelectorRequirement dicts) into every required node-affinity term, creating one
@@ -115,12 +125,6 @@ class PodDraft:
         return changed
 
 
-def _same_toleration(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return (a.get("key", "") == b.get("key", "") and (a.get("operator") or "Equal") == (b.get("operator") or "Equal")
-            and a.get("value", "") == b.get("value", "") and a.get("effect", "") == b.get("effect", "")
-            and a.get("tolerationSeconds") == b.get("tolerationSeconds"))
-
-
 def _same_requirement(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return (a.get("key") == b.get("key") and a.get("operator") == b.get("operator")
             and sorted(a.get("values") or ()) == sorted(b.get("values") or ()))
@@ -137,21 +141,31 @@ def diff(original: Any, mutated: Any) -> list[dict[str, Any]]:
 
 
 def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
+    if "~" in key or "/" in key:
+        return key.replace("~", "~0").replace("/", "~1")
+    return key
+
+
+_ABSENT = object()
 
 
 def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
     if a is b:
         return
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in a:
-            if key not in b:
-                ops.append({"op": "remove", "path": f"{path}/{_escape(key)}"})
+        first = len(ops)
+        shared = 0
         for key, value in b.items():
-            if key in a:
-                _diff(a[key], value, f"{path}/{_escape(key)}", ops)
-            else:
+            old = a.get(key, _ABSENT)
+            if old is value:
+                shared += 1
+            elif old is _ABSENT:
                 ops.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": value})
+            else:
+                shared += 1
+                _diff(old, value, f"{path}/{_escape(key)}", ops)
+        if shared < len(a):
+            ops[first:first] = [{"op": "remove", "path": f"{path}/{_escape(key)}"} for key in a if key not in b]
         return
     if isinstance(a, list) and isinstance(b, list) and len(b) >= len(a) and all(
             x is y or x == y for x, y in zip(a, b)):
@@ -165,9 +179,10 @@ def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
 # --- deciding -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Change:
-    """One thing a profile did (or decided not to do) to the pod, for `burstflow mutate` and logs."""
+class Change(NamedTuple):
+    """One thing a profile did (or decided not to do) to the pod, for `burstflow mutate` and logs.
+
+    A NamedTuple: a handful are made per admission, and a frozen dataclass costs several times more to build."""
 
     profile: str
     field: str
@@ -277,17 +292,29 @@ def decide(request: Mapping[str, Any], *, policies: PolicySet, namespaces: Names
                           uid=uid)
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty one (a dict check first: JSON objects are dicts)."""
+    return value if value.__class__ is dict or isinstance(value, Mapping) else {}
+
+
 def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: NamespaceLookup | None, namespace: str,
                    request: Mapping[str, Any] | None = None, uid: str = "") -> Decision:
-    """The profile step of `decide`, on a draft (separate so tools can run it on a bare pod)."""
+    """The profile step of `decide`, on a draft (separate so tools can run it on a bare pod).
+
+    Precedence: profiles in `policies.profiles` order; for each annotation, label and nodeSelector key the first
+    profile that sets it decides (a template that yields nothing sets nothing), and a key the pod already has keeps
+    its value unless that profile has `override`. Each section is then written into the draft once.
+    """
     pod = draft.original
-    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
-    pod_labels = metadata.get("labels") if isinstance(metadata.get("labels"), Mapping) else {}
-    original_annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), Mapping) else {}
+    metadata = _mapping(pod.get("metadata"))
+    pod_labels = _mapping(metadata.get("labels"))
+    original_annotations = _mapping(metadata.get("annotations"))
+    original_node_selector = _mapping(_mapping(pod.get("spec")).get("nodeSelector"))
     ns_labels, ns_object, _ = namespace_view(namespaces if namespaces is not None else policies.namespaces,
                                              namespace)
     is_workflow_pod = WORKFLOW_LABEL in pod_labels
     decision = Decision(uid, "unchanged", draft=draft)
+    changes = decision.changes
     activation: list[Any] = []
 
     def activate() -> Any:
@@ -300,7 +327,11 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     def warn(message: str) -> None:
         decision.warnings.append(message)
 
-    claimed: set[tuple[str, str]] = set()
+    annotations = _Section("metadata.annotations", original_annotations)
+    labels = _Section("metadata.labels", pod_labels)
+    node_selector = _Section("spec.nodeSelector", original_node_selector)
+    toleration_keys: list[tuple[Any, ...]] | None = None
+    new_tolerations: list[dict[str, Any]] = []
     seccomp_profile = ""
     applied: list[str] = []
     for profile in policies.profiles:
@@ -311,29 +342,23 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
         if profile.conditions and not _conditions_hold(profile, activate, warn):
             continue
         applied.append(profile.name)
-        for section, items in ((("metadata", "annotations"), profile.annotations),
-                               (("metadata", "labels"), profile.labels)):
-            original = original_annotations if section[1] == "annotations" else pod_labels
-            for key, value in items:
-                if (section[1], key) in claimed:
-                    continue
-                if isinstance(value, Template):
-                    value = _render(profile, section[1], key, value, activate, warn)
-                    if value is None:
-                        continue
-                claimed.add((section[1], key))
-                _set(decision, draft, profile, section, key, value, original)
-        original_ns = pod.get("spec", {}).get("nodeSelector") or {} if isinstance(pod.get("spec"), Mapping) else {}
-        for key, value in profile.node_selector:
-            if ("nodeSelector", key) not in claimed:
-                claimed.add(("nodeSelector", key))
-                _set(decision, draft, profile, ("spec", "nodeSelector"), key, value, original_ns)
-        for toleration in profile.tolerations:
-            if draft.add_toleration(toleration):
-                decision.changes.append(Change(profile.name, "spec.tolerations", dict(toleration), "added"))
-        if draft.require_node_affinity(profile.node_affinity):
-            decision.changes.append(Change(profile.name, "spec.affinity.nodeAffinity (required)",
-                                           [dict(r) for r in profile.node_affinity], "added"))
+        if profile.annotations:
+            annotations.claim(profile, profile.annotations, changes, activate, warn)
+        if profile.labels:
+            labels.claim(profile, profile.labels, changes, activate, warn)
+        if profile.node_selector:
+            node_selector.claim(profile, profile.node_selector, changes, activate, warn)
+        if profile.tolerations:
+            if toleration_keys is None:
+                toleration_keys = draft.toleration_keys()
+            for key, toleration in zip(profile.toleration_keys, profile.tolerations):
+                if key not in toleration_keys:
+                    toleration_keys.append(key)
+                    new_tolerations.append(dict(toleration))
+                    changes.append(Change(profile.name, "spec.tolerations", dict(toleration), "added"))
+        if profile.node_affinity and draft.require_node_affinity(profile.node_affinity):
+            changes.append(Change(profile.name, "spec.affinity.nodeAffinity (required)",
+                                  [dict(r) for r in profile.node_affinity], "added"))
         if profile.seccomp and not seccomp_profile:
             seccomp_profile = profile.name
     if not applied:
@@ -342,24 +367,53 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
         return decision
     if seccomp_profile and not has_seccomp(pod):
         draft.writable_dict("spec", "securityContext")["seccompProfile"] = {"type": "RuntimeDefault"}
-        decision.changes.append(Change(seccomp_profile, "spec.securityContext.seccompProfile.type",
-                                       "RuntimeDefault", "set"))
+        changes.append(Change(seccomp_profile, "spec.securityContext.seccompProfile.type", "RuntimeDefault", "set"))
     recorded = [name for name in (original_annotations.get(APPLIED_ANNOTATION) or "").split(",") if name]
-    names = recorded + [name for name in applied if name not in recorded]
-    draft.set_entry(("metadata", "annotations"), APPLIED_ANNOTATION, ",".join(names))
+    names = ",".join(recorded + [name for name in applied if name not in recorded])
+    if annotations.updates.get(APPLIED_ANNOTATION, original_annotations.get(APPLIED_ANNOTATION)) != names:
+        annotations.updates[APPLIED_ANNOTATION] = names
+    for section, path in ((annotations, ("metadata", "annotations")), (labels, ("metadata", "labels")),
+                          (node_selector, ("spec", "nodeSelector"))):
+        if section.updates:
+            draft.writable_dict(*path).update(section.updates)
+    if new_tolerations:
+        draft.writable_list("spec", "tolerations").extend(new_tolerations)
     decision.applied = tuple(applied)
     return decision
 
 
-def _set(decision: Decision, draft: PodDraft, profile: Profile, section: tuple[str, ...], key: str, value: str,
-         original: Mapping[str, Any]) -> None:
-    where = f"{'.'.join(section)}[{key}]"
-    if key in original and not profile.override:
-        if original[key] != value:
-            decision.changes.append(Change(profile.name, where, original[key], "kept pod value"))
-        return
-    if draft.set_entry(section, key, value):
-        decision.changes.append(Change(profile.name, where, value, "set"))
+class _Section:
+    """The values profiles decided for one string map of the pod (annotations, labels or nodeSelector)."""
+
+    __slots__ = ("where", "original", "claimed", "updates")
+
+    def __init__(self, where: str, original: Mapping[str, Any]) -> None:
+        self.where = where
+        self.original = original
+        self.claimed: set[str] = set()
+        self.updates: dict[str, str] = {}
+
+    def claim(self, profile: Profile, items: tuple[tuple[str, Any], ...], changes: list[Change],
+              activate: Callable[[], Any], warn: Callable[[str], None]) -> None:
+        """Take the keys of `items` no earlier profile took; record in `updates` those that change the pod."""
+        claimed, original = self.claimed, self.original
+        for key, value in items:
+            if key in claimed:
+                continue
+            if value.__class__ is Template:
+                value = _render(profile, self.where.rpartition(".")[2], key, value, activate, warn)
+                if value is None:
+                    continue
+            claimed.add(key)
+            if key in original:
+                current = original[key]
+                if current == value:
+                    continue
+                if not profile.override:
+                    changes.append(Change(profile.name, f"{self.where}[{key}]", current, "kept pod value"))
+                    continue
+            self.updates[key] = value
+            changes.append(Change(profile.name, f"{self.where}[{key}]", value, "set"))
 
 
 def _conditions_hold(profile: Profile, activate: Callable[[], Any], warn: Callable[[str], None]) -> bool:
@@ -408,14 +462,18 @@ def _render(profile: Profile, section: str, key: str, template: Template, activa
 def has_seccomp(pod: Mapping[str, Any]) -> bool:
     """True when the pod must be left alone: it (or any container, init or ephemeral container) already has a
     seccomp profile, carries a legacy seccomp annotation, or is a Windows pod (`spec.os.name: windows`)."""
-    spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
-    if (spec.get("os") or {}).get("name") == "windows":
+    spec = _mapping(pod.get("spec"))
+    if _mapping(spec.get("os")).get("name") == "windows":
         return True
-    if ((spec.get("securityContext") or {}).get("seccompProfile")) is not None:
+    if _mapping(spec.get("securityContext")).get("seccompProfile") is not None:
         return True
     for key in ("initContainers", "containers", "ephemeralContainers"):
-        for container in spec.get(key) or ():
-            if isinstance(container, Mapping) and (container.get("securityContext") or {}).get("seccompProfile"):
-                return True
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return any(k == LEGACY_SECCOMP_POD or k.startswith(LEGACY_SECCOMP_CONTAINER) for k in annotations)
+        containers = spec.get(key)
+        if isinstance(containers, list):
+            for container in containers:
+                if isinstance(container, Mapping) and _mapping(container.get("securityContext")).get("seccompProfile"):
+                    return True
+    for key in _mapping(_mapping(pod.get("metadata")).get("annotations")):
+        if key == LEGACY_SECCOMP_POD or key.startswith(LEGACY_SECCOMP_CONTAINER):
+            return True
+    return False

@@ -73,6 +73,12 @@ def label_value_error(value: str) -> str | None:
             "alphanumeric")
 
 
+def toleration_key(toleration: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes two tolerations the same one: key, operator (default Equal), value, effect, tolerationSeconds."""
+    return (toleration.get("key", ""), toleration.get("operator") or "Equal", toleration.get("value", ""),
+            toleration.get("effect", ""), toleration.get("tolerationSeconds"))
+
+
 @dataclass(frozen=True)
 class Template:
     """A `{{ <CEL> }}` value, computed from the request at admission time."""
@@ -115,6 +121,10 @@ class Profile:
     override: bool = False
     provider: str = ""
     order: tuple[Any, ...] = field(default=(), compare=False)
+    toleration_keys: tuple[tuple[Any, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "toleration_keys", tuple(toleration_key(t) for t in self.tolerations))
 
     @property
     def order_key(self) -> tuple[Any, ...]:

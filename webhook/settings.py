@@ -15,6 +15,11 @@ MIB = 1024 * 1024
 # The API server refuses request bodies over 3 MiB, so no stored object is larger; an AdmissionReview carries at
 # most two of them (`object` and `oldObject` on UPDATE) plus a small envelope (userInfo, options): 2 x 3 MiB + 1 MiB.
 DEFAULT_MAX_BODY_BYTES = 7 * MIB
+# admissionregistration.k8s.io/v1 caps a webhook's timeoutSeconds at 30.
+MAX_WEBHOOK_TIMEOUT_SECONDS = 30.0
+# Set by the Deployment through the downward API (fieldRef metadata.name / metadata.namespace).
+POD_NAME_ENV = "POD_NAME"
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
 
 
 def _reason(text: str, *, secret: bool = False) -> dict[str, Any]:
@@ -45,10 +50,25 @@ class WebhookSettings:
         "plain HTTP, separate from the webhook port so scraping needs no client certificate trust"))
     policy_paths: tuple[str, ...] = field(default=(), metadata=_reason(
         "files or directories of policy YAML (GitOps, or tests); none by default: policies come from the cluster"))
-    policies_from_cluster: bool = field(default=True, metadata=_reason(
-        "in a cluster BurstProfiles, ResourcePolicies and the vci-/eci-profile ConfigMaps are watched"))
+    policies_from_cluster: bool | None = field(default=None, metadata=_reason(
+        "None (auto) watches the cluster when it is reachable by configuration: a kubeconfig is given or the process "
+        "runs in a pod; otherwise only policy files are used, so a laptop run needs no flag"))
     kubeconfig: str = field(default="", metadata=_reason(
         "empty means the in-cluster service account"))
+    identity: str = field(default="", metadata=_reason(
+        "this replica's name in the pool reconciler's Lease; empty takes POD_NAME (downward API), else the host "
+        "name, which in a pod is the pod name"))
+    lease_namespace: str = field(default="", metadata=_reason(
+        "where the pool reconciler's Lease lives; empty takes POD_NAMESPACE, else the service account's namespace, "
+        "else default"))
+    pool_decision_timeout_seconds: float = field(default=2.0, metadata=_reason(
+        "a counted pool placement must answer well inside the webhook's timeoutSeconds (10 s in the manifests), "
+        "leaving room for TLS, the profiles and the API server's round trip"))
+    pool_reservation_timeout_seconds: float = field(default=60.0, metadata=_reason(
+        "a reserved slot whose pod never appeared is freed after this; the API server stores an admitted pod "
+        "within seconds, so a minute only frees slots of pods that were really lost"))
+    pool_reconcile_interval_seconds: float = field(default=1.0, metadata=_reason(
+        "how often the leader folds pod changes into the pools' status; one write per policy per second at most"))
     log_format: str = field(default="text", metadata=_reason(
         "text for people; json for log pipelines"))
     log_level: str = field(default="info", metadata=_reason(
@@ -71,9 +91,17 @@ class WebhookSettings:
             raise ValueError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes: {self.max_body_bytes} is too small to hold any AdmissionReview")
-        for name in ("drain_timeout_seconds", "tls_reload_interval_seconds"):
+        for name in ("drain_timeout_seconds", "tls_reload_interval_seconds", "pool_decision_timeout_seconds",
+                     "pool_reservation_timeout_seconds", "pool_reconcile_interval_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.pool_decision_timeout_seconds >= MAX_WEBHOOK_TIMEOUT_SECONDS:
+            raise ValueError(f"pool_decision_timeout_seconds: {self.pool_decision_timeout_seconds} must be below "
+                             f"{MAX_WEBHOOK_TIMEOUT_SECONDS:.0f} s, the longest an API server waits for a webhook")
+        if self.pool_reservation_timeout_seconds <= self.pool_decision_timeout_seconds:
+            raise ValueError(f"pool_reservation_timeout_seconds: {self.pool_reservation_timeout_seconds} must exceed "
+                             f"pool_decision_timeout_seconds ({self.pool_decision_timeout_seconds}), or a slot could "
+                             "be freed before its pod was even admitted")
         if not self.cert_file or not self.key_file:
             raise ValueError("cert_file and key_file must both be set")
 
@@ -81,9 +109,13 @@ class WebhookSettings:
     def from_env(cls, environ: Mapping[str, str]) -> WebhookSettings:
         """Settings from `BURSTFLOW_WEBHOOK_*` variables; unset or empty variables keep the default.
 
-        `POLICY_PATHS` is a comma-separated list; booleans accept true/false/1/0/yes/no.
+        `POLICY_PATHS` is a comma-separated list; booleans accept true/false/1/0/yes/no (unset keeps an automatic
+        default). `identity` and `lease_namespace` fall back to POD_NAME and POD_NAMESPACE.
         """
         values: dict[str, Any] = {}
+        for name, variable in (("identity", POD_NAME_ENV), ("lease_namespace", POD_NAMESPACE_ENV)):
+            if environ.get(variable, "").strip():
+                values[name] = environ[variable].strip()
         for f in dataclasses.fields(cls):
             variable = ENV_PREFIX + f.name.upper()
             raw = environ.get(variable, "").strip()
@@ -118,7 +150,7 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
         return int(raw)
     if kind == "float":
         return float(raw)
-    if kind == "bool":
+    if kind.startswith("bool"):
         lowered = raw.lower()
         if lowered in ("true", "1", "yes", "on"):
             return True
@@ -143,10 +175,20 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                        help="policy file or directory (repeatable)")
     cluster = group.add_mutually_exclusive_group()
     cluster.add_argument("--cluster-policies", dest="policies_from_cluster", action="store_const", const=True,
-                         help="watch policies in the cluster (default)")
+                         help="watch policies in the cluster (default when --kubeconfig is given or in a pod)")
     cluster.add_argument("--no-cluster-policies", dest="policies_from_cluster", action="store_const", const=False,
                          help="use only --policies files; never contact a cluster")
     group.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account)")
+    group.add_argument("--identity", help="this replica's Lease holder name (default: $POD_NAME, else host name)")
+    group.add_argument("--lease-namespace",
+                       help="namespace of the pool reconciler's Lease (default: $POD_NAMESPACE, else the service "
+                            "account's namespace)")
+    group.add_argument("--pool-decision-timeout", dest="pool_decision_timeout_seconds", type=float,
+                       help="seconds a pool placement may wait for the API before whenUnavailable answers (default 2)")
+    group.add_argument("--pool-reservation-timeout", dest="pool_reservation_timeout_seconds", type=float,
+                       help="seconds before a reserved slot whose pod never appeared is freed (default 60)")
+    group.add_argument("--pool-reconcile-interval", dest="pool_reconcile_interval_seconds", type=float,
+                       help="seconds between the pool reconciler's passes (default 1)")
     group.add_argument("--log-format", choices=LOG_FORMATS)
     group.add_argument("--log-level", choices=LOG_LEVELS)
     group.add_argument("--max-body-bytes", type=int, help="largest request body accepted (default 7 MiB)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,10 @@ EVENT_MESSAGE_LIMIT = 1024
 # The Kinds whose `burstflow_webhook_policies_loaded` gauge is always exported (0 when none are loaded), so a
 # dashboard shows "none" rather than "no data".
 GAUGE_KINDS = ("BurstProfile", "ConfigMapProfile", "ResourcePolicy")
+
+# A first sync takes a few round trips; still waiting after this long means missing CRDs, RBAC or connectivity,
+# so say which lists are missing (once per period) instead of leaving only a failing readiness probe.
+SYNC_WARNING_SECONDS = 30.0
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -169,7 +173,22 @@ class ClusterPolicySource:
         return self.namespaces.cache.get(("", name))
 
     async def _first_sync(self) -> None:
-        await asyncio.gather(*(reflector.wait_synced() for reflector in (*self.reflectors, self.namespaces)))
+        clock = self.clock or self.kube.clock
+        everything = (*self.reflectors, self.namespaces)
+        synced = asyncio.ensure_future(asyncio.gather(*(reflector.wait_synced() for reflector in everything)))
+        try:
+            while not synced.done():
+                nap = asyncio.ensure_future(clock.sleep(SYNC_WARNING_SECONDS))
+                await asyncio.wait({synced, nap}, return_when=asyncio.FIRST_COMPLETED)
+                nap.cancel()
+                if not synced.done():
+                    waiting = [f"{r.resource.plural} ({r.errors} failed attempts)" for r in everything
+                               if not r.has_synced]
+                    log.warning("not ready yet: still waiting for the first list of %s; are the CRDs installed "
+                                "(kubectl apply -k manifests/base) and may the service account list and watch "
+                                "them? (the reflector warnings above give each error)", ", ".join(waiting))
+        finally:
+            synced.cancel()
         self._live = True
         self._publish()
         self.ready.set()
@@ -243,6 +262,7 @@ class ClusterPolicySource:
                 log.info("%s", message)
                 self._emit(obj, REASON_VALID_AGAIN, message, "Normal")
             entry.active, entry.active_version, entry.errors = compiled, version, []
+            log.info("%s (resourceVersion %s) compiled; in effect", _ref(key), version)
         self._publish()
 
     def _reject(self, entry: _Entry, obj: Mapping[str, Any], version: str, errors: list[PolicyError]) -> None:
@@ -308,7 +328,3 @@ class ClusterPolicySource:
             for kind in self._gauge_kinds:
                 self.metrics.policies_loaded.labels(kind=kind).set(counts.get(kind, 0))
 
-
-def lookup(source: ClusterPolicySource) -> Callable[[str], Mapping[str, Any] | None]:
-    """The namespace lookup for `PodAdmitter(namespaces=...)`."""
-    return source.namespace
