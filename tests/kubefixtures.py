@@ -50,7 +50,15 @@ class KubeTarget:
         return self.kubeconfig is not None
 
 
+KUBE_FIXTURES = {"kube", "kube_target", "namespace", "sim", "make_sim", "kube_factory"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every test that reaches an API endpoint is marked `kube`, so `-m kube` selects exactly what
+    # BURSTFLOW_E2E_KUBECONFIG redirects to a real cluster.
+    for item in items:
+        if KUBE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kube)
     if os.environ.get(E2E_ENV):
         return
     skip = pytest.mark.skip(reason=f"needs a real cluster: set {E2E_ENV} to a kubeconfig")
