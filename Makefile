@@ -21,6 +21,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/webhook_throughput.py
+	$(BIN)/python benchmarks/pool_burst.py
+	$(BIN)/python benchmarks/cron_scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

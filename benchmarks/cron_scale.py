@@ -173,6 +173,9 @@ async def main(args: argparse.Namespace) -> int:
         task = asyncio.get_running_loop().create_task(runner.run())
         while not (runner.leading and runner.idle()):
             await asyncio.sleep(0.05)
+            if time.perf_counter() - wall0 > args.lead_seconds:
+                print("still starting:", runner.debug_state(), file=sys.stderr)
+                await asyncio.sleep(1)
         startup_wall, startup_cpu = time.perf_counter() - wall0, cpu() - cpu0
         if clock.now() >= DUE:
             print(f"start-up took {startup_wall:.1f}s, past the due minute: raise --lead-seconds", file=sys.stderr)
@@ -184,12 +187,26 @@ async def main(args: argparse.Namespace) -> int:
         idle_cpu = cpu() - cpu1
         # The burst.
         await asyncio.sleep(max(0.0, (DUE - clock.now()).total_seconds()))
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         cpu2, wall2 = cpu(), time.perf_counter()
         while len(lags) < args.due and time.perf_counter() - wall2 < 120:
             await asyncio.sleep(0.01)
-        while not runner.idle():
+        settle_deadline = time.perf_counter() + 30
+        while not runner.idle() and time.perf_counter() < settle_deadline:
             await asyncio.sleep(0.01)
+        if not runner.idle():
+            print("runner not idle 30 s after the burst:", runner.debug_state(), file=sys.stderr)
         burst_wall, burst_cpu = time.perf_counter() - wall2, cpu() - cpu2
+        if profiler is not None:
+            import pstats
+
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
         parent_end.send("stop")
         created = await asyncio.get_running_loop().run_in_executor(None, parent_end.recv)
 
@@ -248,5 +265,6 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--lead-seconds", type=float, default=30.0,
                         help="real seconds from start to the due minute (start-up must fit)")
+    parser.add_argument("--profile", action="store_true", help="print where the service's burst CPU goes")
     parser.add_argument("--idle-seconds", type=float, default=8.0, help="window measured between ticks")
     sys.exit(asyncio.run(main(parser.parse_args())))

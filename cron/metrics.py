@@ -30,7 +30,8 @@ class CronMetrics:
         )
         self.submission_failures = Counter(
             "burstflow_cron_submission_failures",
-            "Workflow creations the API server refused (other than AlreadyExists, which is adopted).",
+            "Runs that could not be submitted: creations the API server refused (AlreadyExists is adopted, not "
+            "counted) and `when` expressions that failed to evaluate.",
             ["namespace"],
             registry=registry,
         )

@@ -272,6 +272,13 @@ class CronRunner:
                 return False
         return True
 
+    def debug_state(self) -> dict[str, Any]:
+        """Counts behind `idle()`, for diagnosing a runner that never settles."""
+        return {"synced": (self.crons.has_synced, self.workflows.has_synced), "queued": len(self._queued),
+                "processing": len(self._processing), "dirty": len(self._dirty),
+                "pending_echo": list(self._pending_echo)[:3], "heap_top": self._heap[0][0] if self._heap else None,
+                "now": self.clock.now(), "decisions": self.decisions}
+
     def healthy(self) -> bool:
         """For /healthz: the watches are running (a standby is healthy too)."""
         return all(
@@ -328,6 +335,13 @@ class CronRunner:
         ns, name = key or object_key(obj)
         rv = None if deleted else _rv_int(obj)
         if rv is None and not deleted:
+            return
+        # The watch event can arrive before the write's own response: then the cache already shows it.
+        cache = self.crons.cache if plural == CRON_WORKFLOWS.plural else self.workflows.cache
+        cached = cache.get((ns, name))
+        if deleted and cached is None:
+            return
+        if not deleted and (_rv_int(cached) or -1) >= rv:
             return
         self._pending_echo[(plural, ns, name)] = rv
 

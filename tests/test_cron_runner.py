@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from burstflow.clock import FakeClock
-from burstflow.kube import CRDS, CRON_WORKFLOWS, EVENTS, WORKFLOWS, AlreadyExists, Kube, NotFound, Unavailable
+from burstflow.kube import CRDS, CRON_WORKFLOWS, EVENTS, LEASES, WORKFLOWS, AlreadyExists, Kube, NotFound, Unavailable
 from cron.metrics import CronMetrics
 from cron.runner import CronLeaderElector, CronRunner
 from cron.settings import CronSettings
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.kube
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CRDS = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "argo-crds" / "full"
-CRON_CRD = Path(os.environ.get("BF_DEV_CRON_CRD") or ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml")
+CRON_CRD = ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml"
 SEED_FILE = ROOT / "policies" / "cronworkflow-seed.yaml"
 CRON_LABEL = "workflows.argoproj.io/cron-workflow"
 
@@ -89,8 +88,6 @@ def _structural(schema):
     if schema.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if schema.get("x-kubernetes-preserve-unknown-fields") and "type" not in schema:
-        pass
     return out
 
 
@@ -342,8 +339,11 @@ async def test_seed_stops_after_10_failures(env):
     assert cron["metadata"]["labels"]["cronworkflows.argoproj.io/completed"] == "true"
     completed = condition(cron, "Completed")
     assert completed is not None and "failed >= 10" in completed["message"]
-    stopped = [e for e in await env.events(SEED_NAME) if e["reason"] == "Stopped"]
+    events = await env.events(SEED_NAME)
+    stopped = [e for e in events if e["reason"] == "Stopped"]
     assert len(stopped) == 1 and "failed >= 10" in stopped[0]["message"]
+    # Ticks of a Stopped CronWorkflow are counted, not reported one Event each.
+    assert not [e for e in events if e["reason"] == "RunSkipped" and "stop" in e["message"]]
     # failedJobsHistoryLimit defaults to 1 (Argo): only the newest failed run is kept.
     assert await env.names() == [max(finished)]
     assert svc.count("burstflow_cron_runs_skipped_total", reason="stopped") > 0
@@ -603,3 +603,95 @@ async def test_history_limits_delete_the_oldest_finished_workflows(env):
     assert kept == [wf_name("ci", t0 + minutes(m)) for m in (30, 40, 50)]
     status = (await env.cron("ci"))["status"]
     assert (status["succeeded"], status["failed"]) == (4, 2)
+
+
+# ------------------------------------------------------------------------------------------------ the service
+
+
+async def test_service_serves_metrics_and_healthz_and_takes_the_lease(env):
+    import aiohttp
+
+    from cron.runner import serve
+
+    await env.create_cron("nightly", every(10))
+    settings = CronSettings(namespace=env.namespace, lease_namespace=env.namespace, identity="solo",
+                            metrics_host="127.0.0.1", metrics_port=0, workers=2)
+    kube = await Kube.connect(env.kubeconfig, clock=env.clock)
+    env.kubes.append(kube)
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, clock=env.clock, kube=kube, registry=registry, stop=stop,
+                                     on_ready=ready.set_result))
+    port = await asyncio.wait_for(ready, 10)
+    for _ in range(200):
+        await env.clock.settle()
+        if registry.get_sample_value("burstflow_cron_runs_created_total", {"namespace": env.namespace}):
+            break
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    assert 'burstflow_leader_is_leader{component="cron"} 1.0' in text
+    assert "burstflow_cron_workflows 1.0" in text
+    assert f'burstflow_cron_runs_created_total{{namespace="{env.namespace}"}} 1.0' in text
+    assert "burstflow_cron_scheduling_lag_seconds_bucket" in text
+    lease = await env.kube.get(LEASES, "burstflow-cron", namespace=env.namespace)
+    assert lease["spec"]["holderIdentity"] == "solo"
+    stop.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    released = await env.kube.get(LEASES, "burstflow-cron", namespace=env.namespace)
+    assert released["spec"]["holderIdentity"] == ""
+
+
+def test_settings_from_env_reads_shared_and_own_variables():
+    settings = CronSettings.from_env({
+        "BURSTFLOW_POD_NAME": "cron-7d9f-abcde", "BURSTFLOW_POD_NAMESPACE": "burstflow-system",
+        "BURSTFLOW_METRICS_PORT": "9191", "BURSTFLOW_CRON_WORKERS": "8",
+        "BURSTFLOW_CRON_LEADER_ELECTION": "false", "BURSTFLOW_CRON_NAMESPACE": "argo",
+    })
+    assert (settings.identity, settings.lease_namespace, settings.metrics_port) == (
+        "cron-7d9f-abcde", "burstflow-system", 9191)
+    assert (settings.workers, settings.leader_election, settings.namespace) == (8, False, "argo")
+
+
+@pytest.mark.parametrize("env_vars, message", [
+    ({"BURSTFLOW_CRON_WORKERS": "many"}, "BURSTFLOW_CRON_WORKERS"),
+    ({"BURSTFLOW_CRON_LEADER_ELECTION": "maybe"}, "BURSTFLOW_CRON_LEADER_ELECTION"),
+    ({"BURSTFLOW_CRON_RENEW_DEADLINE_SECONDS": "20"}, "LEASE_DURATION_SECONDS > "),
+    ({"BURSTFLOW_CRON_LOG_FORMAT": "xml"}, "BURSTFLOW_CRON_LOG_FORMAT"),
+], ids=["not an int", "not a bool", "renew deadline above lease", "unknown log format"])
+def test_settings_errors_name_the_variable(env_vars, message):
+    from cron.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=message):
+        CronSettings.from_env(env_vars)
+
+
+def test_cli_run_reports_bad_settings_with_exit_code_2(monkeypatch, capsys):
+    from burstflow.cli import main
+
+    monkeypatch.setenv("BURSTFLOW_CRON_WORKERS", "0")
+    assert main(["cron", "run", "--no-leader-election"]) == 2
+    assert "BURSTFLOW_CRON_WORKERS" in capsys.readouterr().err
+
+
+def test_json_logs_carry_the_structured_fields():
+    import io
+    import logging
+
+    from cron.runner import configure_logging
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging(CronSettings(log_format="json", log_level="INFO"), stream=stream)
+        logging.getLogger("burstflow.cron").info(
+            "run created", extra={"fields": {"namespace": "argo", "cronworkflow": "etl", "lag_seconds": 0.25}})
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    entry = json.loads(stream.getvalue().splitlines()[-1])
+    assert entry["msg"] == "run created" and entry["level"] == "info" and entry["logger"] == "burstflow.cron"
+    assert (entry["namespace"], entry["cronworkflow"], entry["lag_seconds"]) == ("argo", "etl", 0.25)

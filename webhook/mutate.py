@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from burstflow import cel
 from webhook import admission
-from webhook.policy import PolicySet, Profile, Template, label_value_error, toleration_key
+from webhook.policy import SECTIONS, Change, PolicySet, Profile, Template, label_value_error, toleration_key
 
 SKIP_ANNOTATION = "burstflow.io/skip"
 APPLIED_ANNOTATION = "burstflow.io/applied"
@@ -179,20 +179,6 @@ def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
 # --- deciding -----------------------------------------------------------------------------------------------------
 
 
-class Change(NamedTuple):
-    """One thing a profile did (or decided not to do) to the pod, for `burstflow mutate` and logs.
-
-    A NamedTuple: a handful are made per admission, and a frozen dataclass costs several times more to build."""
-
-    profile: str
-    field: str
-    value: Any
-    action: str  # "set" | "kept pod value" | "added"
-
-    def __str__(self) -> str:
-        return f"{self.profile}: {self.action} {self.field}" + ("" if self.value is None else f" = {self.value!r}")
-
-
 @dataclass
 class Decision:
     """The pure verdict on one admission request.
@@ -309,7 +295,8 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     metadata = _mapping(pod.get("metadata"))
     pod_labels = _mapping(metadata.get("labels"))
     original_annotations = _mapping(metadata.get("annotations"))
-    original_node_selector = _mapping(_mapping(pod.get("spec")).get("nodeSelector"))
+    originals = {"metadata.annotations": original_annotations, "metadata.labels": pod_labels,
+                 "spec.nodeSelector": _mapping(_mapping(pod.get("spec")).get("nodeSelector"))}
     ns_labels, ns_object, _ = namespace_view(namespaces if namespaces is not None else policies.namespaces,
                                              namespace)
     is_workflow_pod = WORKFLOW_LABEL in pod_labels
@@ -327,12 +314,11 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     def warn(message: str) -> None:
         decision.warnings.append(message)
 
-    annotations = _Section("metadata.annotations", original_annotations)
-    labels = _Section("metadata.labels", pod_labels)
-    node_selector = _Section("spec.nodeSelector", original_node_selector)
+    claimed: dict[str, set[str]] = {}
+    writes: dict[str, dict[str, str]] = {}
     toleration_keys: list[tuple[Any, ...]] | None = None
     new_tolerations: list[dict[str, Any]] = []
-    seccomp_profile = ""
+    seccomp_change: Change | None = None
     applied: list[str] = []
     for profile in policies.profiles:
         if profile.workflow_pods_only and not is_workflow_pod:
@@ -342,78 +328,63 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
         if profile.conditions and not _conditions_hold(profile, activate, warn):
             continue
         applied.append(profile.name)
-        if profile.annotations:
-            annotations.claim(profile, profile.annotations, changes, activate, warn)
-        if profile.labels:
-            labels.claim(profile, profile.labels, changes, activate, warn)
-        if profile.node_selector:
-            node_selector.claim(profile, profile.node_selector, changes, activate, warn)
-        if profile.tolerations:
+        for where, entries in profile.entries:
+            taken = claimed.get(where)
+            if taken is None:
+                taken = claimed[where] = set()
+                writes[where] = {}
+            original, written = originals[where], writes[where]
+            for key, value, change in entries:
+                if key in taken:
+                    continue
+                if change is None:
+                    value = _render(profile, where.rpartition(".")[2], key, value, activate, warn)
+                    if value is None:
+                        continue
+                    change = Change(profile.name, f"{where}[{key}]", value, "set")
+                taken.add(key)
+                if key in original:
+                    current = original[key]
+                    if current == value:
+                        continue
+                    if not profile.override:
+                        changes.append(Change(profile.name, f"{where}[{key}]", current, "kept pod value"))
+                        continue
+                written[key] = value
+                changes.append(change)
+        if profile.toleration_plan:
             if toleration_keys is None:
                 toleration_keys = draft.toleration_keys()
-            for key, toleration in zip(profile.toleration_keys, profile.tolerations):
+            for key, toleration, change in profile.toleration_plan:
                 if key not in toleration_keys:
                     toleration_keys.append(key)
                     new_tolerations.append(dict(toleration))
-                    changes.append(Change(profile.name, "spec.tolerations", dict(toleration), "added"))
+                    changes.append(change)
         if profile.node_affinity and draft.require_node_affinity(profile.node_affinity):
             changes.append(Change(profile.name, "spec.affinity.nodeAffinity (required)",
                                   [dict(r) for r in profile.node_affinity], "added"))
-        if profile.seccomp and not seccomp_profile:
-            seccomp_profile = profile.name
+        if profile.seccomp and seccomp_change is None:
+            seccomp_change = profile.seccomp_change
     if not applied:
         decision.outcome = "skipped"
         decision.reason = "no profile matched"
         return decision
-    if seccomp_profile and not has_seccomp(pod):
+    if seccomp_change is not None and not has_seccomp(pod):
         draft.writable_dict("spec", "securityContext")["seccompProfile"] = {"type": "RuntimeDefault"}
-        changes.append(Change(seccomp_profile, "spec.securityContext.seccompProfile.type", "RuntimeDefault", "set"))
-    recorded = [name for name in (original_annotations.get(APPLIED_ANNOTATION) or "").split(",") if name]
+        changes.append(seccomp_change)
+    recorded = original_annotations.get(APPLIED_ANNOTATION)
+    recorded = [name for name in recorded.split(",") if name] if isinstance(recorded, str) else []
     names = ",".join(recorded + [name for name in applied if name not in recorded])
-    if annotations.updates.get(APPLIED_ANNOTATION, original_annotations.get(APPLIED_ANNOTATION)) != names:
-        annotations.updates[APPLIED_ANNOTATION] = names
-    for section, path in ((annotations, ("metadata", "annotations")), (labels, ("metadata", "labels")),
-                          (node_selector, ("spec", "nodeSelector"))):
-        if section.updates:
-            draft.writable_dict(*path).update(section.updates)
+    annotation_writes = writes.setdefault("metadata.annotations", {})
+    if annotation_writes.get(APPLIED_ANNOTATION, original_annotations.get(APPLIED_ANNOTATION)) != names:
+        annotation_writes[APPLIED_ANNOTATION] = names
+    for where, path in SECTIONS.items():
+        if writes.get(where):
+            draft.writable_dict(*path).update(writes[where])
     if new_tolerations:
         draft.writable_list("spec", "tolerations").extend(new_tolerations)
     decision.applied = tuple(applied)
     return decision
-
-
-class _Section:
-    """The values profiles decided for one string map of the pod (annotations, labels or nodeSelector)."""
-
-    __slots__ = ("where", "original", "claimed", "updates")
-
-    def __init__(self, where: str, original: Mapping[str, Any]) -> None:
-        self.where = where
-        self.original = original
-        self.claimed: set[str] = set()
-        self.updates: dict[str, str] = {}
-
-    def claim(self, profile: Profile, items: tuple[tuple[str, Any], ...], changes: list[Change],
-              activate: Callable[[], Any], warn: Callable[[str], None]) -> None:
-        """Take the keys of `items` no earlier profile took; record in `updates` those that change the pod."""
-        claimed, original = self.claimed, self.original
-        for key, value in items:
-            if key in claimed:
-                continue
-            if value.__class__ is Template:
-                value = _render(profile, self.where.rpartition(".")[2], key, value, activate, warn)
-                if value is None:
-                    continue
-            claimed.add(key)
-            if key in original:
-                current = original[key]
-                if current == value:
-                    continue
-                if not profile.override:
-                    changes.append(Change(profile.name, f"{self.where}[{key}]", current, "kept pod value"))
-                    continue
-            self.updates[key] = value
-            changes.append(Change(profile.name, f"{self.where}[{key}]", value, "set"))
 
 
 def _conditions_hold(profile: Profile, activate: Callable[[], Any], warn: Callable[[str], None]) -> bool:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
@@ -79,6 +79,27 @@ def toleration_key(toleration: Mapping[str, Any]) -> tuple[Any, ...]:
             toleration.get("effect", ""), toleration.get("tolerationSeconds"))
 
 
+class Change(NamedTuple):
+    """One thing a profile did (or decided not to do) to a pod, for `burstflow mutate` and logs.
+
+    A NamedTuple: several are recorded per admission, and a frozen dataclass costs several times more to build.
+    Records made at compile time are shared between admissions: treat `value` as read-only.
+    """
+
+    profile: str
+    field: str
+    value: Any
+    action: str  # "set" | "kept pod value" | "added"
+
+    def __str__(self) -> str:
+        return f"{self.profile}: {self.action} {self.field}" + ("" if self.value is None else f" = {self.value!r}")
+
+
+# The string maps of a pod that profiles write, by the name Change records use, in the order they are written.
+SECTIONS = {"metadata.annotations": ("metadata", "annotations"), "metadata.labels": ("metadata", "labels"),
+            "spec.nodeSelector": ("spec", "nodeSelector")}
+
+
 @dataclass(frozen=True)
 class Template:
     """A `{{ <CEL> }}` value, computed from the request at admission time."""
@@ -121,10 +142,28 @@ class Profile:
     override: bool = False
     provider: str = ""
     order: tuple[Any, ...] = field(default=(), compare=False)
-    toleration_keys: tuple[tuple[Any, ...], ...] = field(init=False, repr=False, compare=False)
+    # Derived once here so that admitting a pod only looks things up (see `__post_init__`).
+    entries: tuple[tuple[str, tuple[tuple[str, Value, Change | None], ...]], ...] = field(
+        init=False, repr=False, compare=False)
+    toleration_plan: tuple[tuple[tuple[Any, ...], Mapping[str, Any], Change], ...] = field(
+        init=False, repr=False, compare=False)
+    seccomp_change: Change = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "toleration_keys", tuple(toleration_key(t) for t in self.tolerations))
+        """Precompute what does not depend on the pod: per map section (its SECTIONS name), (key, value, the Change
+        recorded when the value is set) with no Change for templates; each toleration's identity key and Change."""
+        entries = []
+        for where, items in (("metadata.annotations", self.annotations), ("metadata.labels", self.labels),
+                             ("spec.nodeSelector", self.node_selector)):
+            if items:
+                entries.append((where, tuple(
+                    (key, value, None if isinstance(value, Template) else
+                     Change(self.name, f"{where}[{key}]", value, "set")) for key, value in items)))
+        object.__setattr__(self, "entries", tuple(entries))
+        object.__setattr__(self, "toleration_plan", tuple(
+            (toleration_key(t), t, Change(self.name, "spec.tolerations", dict(t), "added")) for t in self.tolerations))
+        object.__setattr__(self, "seccomp_change", Change(self.name, "spec.securityContext.seccompProfile.type",
+                                                          "RuntimeDefault", "set"))
 
     @property
     def order_key(self) -> tuple[Any, ...]:
