@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from burstflow.timefmt import format_time, parse_time  # noqa: F401  (re-exported for cron's modules)
+
 from cron.expressions import ExpressionError, variables
 from cron.spec import ConcurrencyPolicy, CronSpec
 from cron.workflow import workflow_name
@@ -484,23 +486,3 @@ def apply_to_object(cron: Mapping[str, Any], status: CronStatus) -> dict[str, An
         metadata["labels"] = labels
     updated["status"] = status.to_status()
     return updated
-
-
-def parse_time(value: Any) -> datetime | None:
-    """RFC 3339 (`2026-03-08T07:30:00Z`, offsets, fractions) to an aware UTC datetime; None for empty/invalid."""
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with a `Z` (Kubernetes' metav1.Time form; fractions kept only when present)."""
-    utc = value.astimezone(timezone.utc)
-    text = utc.replace(tzinfo=None).isoformat(timespec="microseconds" if utc.microsecond else "seconds")
-    return text + "Z"

@@ -15,6 +15,7 @@ from typing import Any
 
 from webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION, ResourcePolicy
 from webhook.pools.placement import LEAVE_UNPLACED, PLACE, Decision, decide
+from burstflow.timefmt import format_time as _format_time, parse_time  # noqa: F401
 
 FINISHED_PHASES = ("Succeeded", "Failed")
 FULL_CONDITION = "Full"
@@ -23,17 +24,8 @@ UNPLACED_BUCKET = ""
 
 
 def format_time(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    """Whole seconds, as metav1.Time: reservation ages are compared in seconds."""
+    return _format_time(when.replace(microsecond=0))
 
 
 @dataclass
