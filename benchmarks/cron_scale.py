@@ -238,6 +238,7 @@ async def main(args: argparse.Namespace) -> int:
         kubeconfig.unlink(missing_ok=True)
 
     lags.sort()
+    print("DEBUG lags", [round(lags[int(q*(len(lags)-1))],3) for q in (0,0.01,0.1,0.25,0.5,0.75,0.9,0.99,1)], file=sys.stderr)
     p50 = statistics.median(lags) if lags else float("nan")
     p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else float("nan")
     per_run_cpu = burst_cpu / max(1, len(lags))

@@ -40,7 +40,8 @@ class LeaderElector:
 
     `on_change(is_leader)` is called on every transition (wire a gauge to it). `is_leader` is true only while
     this candidate holds the lease AND its last successful renewal is less than `renew_deadline` old, even if the
-    renewing task is stuck in a slow request.
+    renewing task is stuck in a slow request. `last_seen_renewal` tells a new leader when its predecessor was last
+    seen alive; `in_flight` counts Lease requests under way (tests on a fake clock wait for it to reach 0).
     """
 
     def __init__(self, kube: Kube, *, name: str, namespace: str, identity: str, clock: Clock | None = None,
@@ -70,11 +71,13 @@ class LeaderElector:
         self._observed: dict | None = None
         self._observed_rv: str | None = None
         self._observed_at: datetime | None = None
+        self._other_seen_at: datetime | None = None
         self._leader_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._release_on_stop = True
         self.attempts = 0
         self.transitions = 0
+        self.in_flight = 0
 
     # ------------------------------------------------------------------------------------------------ state
 
@@ -87,6 +90,15 @@ class LeaderElector:
     def observed_holder(self) -> str | None:
         """The holder in the last Lease record this candidate read or wrote ("" when released)."""
         return None if self._observed is None else (self._observed.get("spec") or {}).get("holderIdentity", "")
+
+    @property
+    def last_seen_renewal(self) -> datetime | None:
+        """When (on this candidate's clock) it last saw the Lease record change to one naming another holder, or
+        none: another candidate's renewal, acquisition or release. That holder was alive then (a release is its
+        last act as leader). None until it has seen one. Records written by this candidate, and records naming
+        this candidate's identity, never count.
+        """
+        return self._other_seen_at
 
     async def wait_until_leader(self) -> None:
         await self._leader_event.wait()
@@ -197,13 +209,19 @@ class LeaderElector:
         whether we hold it now. Never raises a KubeError: failures count as "not now" and are logged.
         """
         self.attempts += 1
-        now = self.clock.now()
+        self.in_flight += 1
+        try:
+            return await self._attempt(self.clock.now())
+        finally:
+            self.in_flight -= 1
+
+    async def _attempt(self, now: datetime) -> bool:
         try:
             try:
                 lease = await self.kube.get(LEASES, self.name, namespace=self.namespace)
             except NotFound:
                 created = await self.kube.create(LEASES, self._new_lease(now), namespace=self.namespace)
-                self._observe(created, now)
+                self._observe(created, now, written=True)
                 self._renewed_at = now
                 return True
             self._observe(lease, now)
@@ -219,7 +237,7 @@ class LeaderElector:
                 record["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
             body = dict(lease, spec=record)
             updated = await self.kube.replace(LEASES, body, namespace=self.namespace)
-            self._observe(updated, now)
+            self._observe(updated, now, written=True)
             self._renewed_at = now
             return True
         except (Conflict, AlreadyExists):
@@ -234,11 +252,14 @@ class LeaderElector:
         assert self._observed_at is not None
         return now >= self._observed_at + timedelta(seconds=duration)
 
-    def _observe(self, lease: dict, now: datetime) -> None:
+    def _observe(self, lease: dict, now: datetime, *, written: bool = False) -> None:
+        """Record a Lease as read (`written=False`) or as returned by this candidate's own write."""
         rv = (lease.get("metadata") or {}).get("resourceVersion")
         if rv != self._observed_rv:
             self._observed_rv = rv
             self._observed_at = now
+            if not written and (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                self._other_seen_at = now
         self._observed = lease
 
     async def _reread(self, now: datetime) -> None:
@@ -264,7 +285,7 @@ class LeaderElector:
                     acquireTime=_micro_time(now))
         try:
             released = await self.kube.replace(LEASES, dict(self._observed, spec=spec), namespace=self.namespace)
-            self._observe(released, now)
+            self._observe(released, now, written=True)
             log.info("%s: released lease %s/%s", self.identity, self.namespace, self.name)
         except KubeError as exc:
             log.warning("%s: could not release lease %s/%s: %s", self.identity, self.namespace, self.name, exc)

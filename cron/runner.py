@@ -93,32 +93,12 @@ def _parse_time(value: Any) -> datetime | None:
 class CronLeaderElector(LeaderElector):
     """The Lease election, plus what a new leader must know to tell on-time runs from catch-ups after a failover.
 
-    While standing by, it records (on its own clock) the last time it saw another holder's Lease record change:
-    that holder was scheduling then. On taking over soon after (the lease expired or was released), scheduling has
-    been continuous since about then, so ticks in between are on-time runs, not catch-ups bound by
-    `startingDeadlineSeconds`; after a long outage (no live holder seen recently) the new leader's own start is the
-    boundary. `in_flight` counts Lease requests under way (for `CronRunner.idle`).
+    While standing by, the elector records (on its own clock, `last_seen_renewal`) the last time it saw another
+    holder's Lease record change: that holder was scheduling then. On taking over soon after (the lease expired or
+    was released), scheduling has been continuous since about then, so ticks in between are on-time runs, not
+    catch-ups bound by `startingDeadlineSeconds`; after a long outage (no live holder seen recently) the new
+    leader's own start is the boundary.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.other_alive_at: datetime | None = None
-        self.in_flight = 0
-
-    def _observe(self, lease: dict, now: datetime) -> None:
-        changed = (lease.get("metadata") or {}).get("resourceVersion") != self._observed_rv
-        super()._observe(lease, now)
-        holder = (lease.get("spec") or {}).get("holderIdentity") or ""
-        if changed and holder != self.identity:
-            # A release (holder "") is the previous leader's last act, so it counts as "alive" too.
-            self.other_alive_at = now
-
-    async def try_acquire_or_renew(self) -> bool:
-        self.in_flight += 1
-        try:
-            return await super().try_acquire_or_renew()
-        finally:
-            self.in_flight -= 1
 
     def observed_since(self, now: datetime) -> datetime:
         """Where continuous scheduling began, as seen at takeover time `now`."""
@@ -126,9 +106,9 @@ class CronLeaderElector(LeaderElector):
         # holder keeps deciding for up to renew_deadline after it; a failover takes at most lease_duration plus
         # one jittered retry period after the last change we saw.
         slack = self.retry_period * (1 + self.jitter)
-        if self.other_alive_at is not None and now - self.other_alive_at <= timedelta(
-                seconds=self.lease_duration + 2 * slack):
-            return self.other_alive_at - timedelta(seconds=slack)
+        seen = self.last_seen_renewal
+        if seen is not None and now - seen <= timedelta(seconds=self.lease_duration + 2 * slack):
+            return seen - timedelta(seconds=slack)
         return now
 
 

@@ -300,6 +300,25 @@ def test_dry_run_is_mutated_the_same_way():
     assert decide(dry, policies=policies(VCI), namespaces=VCI_NS).patch() == wet.patch()
 
 
+@pytest.mark.parametrize("spec", [
+    {"os": "linux", "containers": [{"name": "m"}]},
+    {"securityContext": "x", "containers": [{"name": "m"}]},
+    {"tolerations": ["not-an-object", {"key": "k", "operator": "Exists"}], "containers": [{"name": "m"}]},
+    {"tolerations": {"key": "k"}, "containers": [{"name": "m"}]},
+    {"containers": {"name": "m"}},
+    {"containers": [{"name": "m", "securityContext": "x"}]},
+], ids=["os a string", "securityContext a string", "toleration a string", "tolerations an object",
+        "containers an object", "container securityContext a string"])
+def test_malformed_pod_fields_never_crash_the_core(spec):
+    """The API server would reject these pods later; the webhook must still answer, with a patch that applies."""
+    bad = pod(spec=spec)
+    frozen = copy.deepcopy(bad)
+    decision = run(bad, VCI)
+    assert decision.applied == ("vci",)
+    assert jsonpatch.apply_patch(copy.deepcopy(frozen), decision.patch()) == decision.pod
+    assert bad == frozen
+
+
 def test_request_object_is_never_modified():
     original = copy.deepcopy(ARGO_REQUEST)
     decision = decide(ARGO_REQUEST, policies=policies(*ALL_KINDS), namespaces=VCI_NS)
@@ -362,8 +381,89 @@ def test_mutation_cost_is_well_under_the_budget():
         "null to object", "int to bool", "map keys"])
 def test_diff_round_trips_through_jsonpatch(before, after):
     ops = diff(before, after)
-    assert jsonpatch.apply_patch(copy.deepcopy(before), ops) == after
-    assert (ops == []) is (json.dumps(before) == json.dumps(after))
+    assert strict(jsonpatch.apply_patch(copy.deepcopy(before), ops)) == strict(after)
+    assert (ops == []) is (strict(before) == strict(after))
+
+
+def strict(value) -> str:
+    """JSON text with sorted keys: unlike ==, tells true from 1 and 1 from 1.0."""
+    return json.dumps(value, sort_keys=True)
+
+
+@pytest.mark.parametrize("before, after", [
+    ({"l": [1]}, {"l": [True]}),
+    ({"l": [{"a": 1}]}, {"l": [{"a": True}, 2]}),
+    ({"l": [0, 1]}, {"l": [False, 1, 2]}),
+    ({"x": 1}, {"x": 1.0}),
+    ({"m": {"a": [1, {"b": None}]}}, {"m": {"a": [1, {"b": 0}]}}),
+    ({"a~/b": {"~1": 1}, "gone": 1}, {"a~/b": {"~1": 2, "/": 3}}),
+    ({"l": [1, 2, 3]}, {"l": [3, 2, 1]}),
+    ({"l": [1, 2]}, {"l": []}),
+    ({"o": {}}, {"o": {"": ""}}),
+], ids=["int to bool in a list", "nested bool in a list that grew", "false vs 0 in a prefix", "int to float",
+        "null to 0 deep", "escaped keys, add and remove", "reordered list", "emptied list", "empty key"])
+def test_diff_is_exact_where_python_equality_is_not(before, after):
+    """Python's == says True == 1 == 1.0; JSON does not, and neither may the patch."""
+    ops = diff(before, after)
+    assert ops, "a difference visible in JSON must give a patch"
+    assert strict(jsonpatch.apply_patch(copy.deepcopy(before), ops)) == strict(after)
+
+
+def _random_edits(seed: int) -> tuple[dict, dict, list[str]]:
+    """The Argo pod and an edited deep copy (1-4 random edits), with a description of the edits."""
+    import random
+
+    rng = random.Random(seed)
+    original = copy.deepcopy(ARGO_REQUEST["object"])
+    edited = copy.deepcopy(original)
+    values = ["x", "", 0, 1, 1.5, True, False, None, {}, [], {"k/~": "v"}, ["a", 1]]
+    log = []
+    for _ in range(rng.randint(1, 4)):
+        containers = []
+
+        def walk(node, path):
+            if isinstance(node, (dict, list)):
+                containers.append((node, path))
+                items = node.items() if isinstance(node, dict) else enumerate(node)
+                for key, child in items:
+                    walk(child, f"{path}/{key}")
+
+        walk(edited, "")
+        node, path = rng.choice(containers)
+        action = rng.choice(["set", "add", "remove", "append"])
+        if isinstance(node, dict):
+            if action == "remove" and node:
+                key = rng.choice(list(node))
+                del node[key]
+            else:
+                key = rng.choice(list(node) + ["new", "a/b", "t~0"]) if action == "set" and node else \
+                    rng.choice(["new", "a/b", "t~0", "x~1/y"])
+                node[key] = copy.deepcopy(rng.choice(values))
+        elif action == "append" or not node:
+            node.append(copy.deepcopy(rng.choice(values)))
+            key = len(node) - 1
+        elif action == "remove":
+            key = rng.randrange(len(node))
+            del node[key]
+        else:
+            key = rng.randrange(len(node))
+            node[key] = copy.deepcopy(rng.choice(values))
+        log.append(f"{action} {path}/{key}")
+    return original, edited, log
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_diff_of_random_edits_to_the_argo_pod_matches_jsonpatch(seed):
+    """Whole-pod pairs with nothing shared (deep copies), so the differ walks every node; jsonpatch.make_patch on
+    the same pair must agree on whether anything changed, and both patches must rebuild the edited pod."""
+    original, edited, log = _random_edits(seed)
+    frozen = copy.deepcopy(original)
+    ops = diff(original, edited)
+    assert original == frozen, log
+    assert strict(jsonpatch.apply_patch(copy.deepcopy(original), ops)) == strict(edited), log
+    reference = jsonpatch.make_patch(original, edited).patch
+    assert strict(jsonpatch.apply_patch(copy.deepcopy(original), reference)) == strict(edited), log
+    assert (ops == []) is (reference == []) is (strict(original) == strict(edited)), log
 
 
 def test_diff_equals_make_patch_on_the_argo_pod():

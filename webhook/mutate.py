@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import is_
+from types import MappingProxyType
 from typing import Any
 
 from burstflow import cel
@@ -28,6 +30,19 @@ LEGACY_SECCOMP_POD = "seccomp.security.alpha.kubernetes.io/pod"
 LEGACY_SECCOMP_CONTAINER = "container.seccomp.security.alpha.kubernetes.io/"
 
 NamespaceLookup = Mapping[str, Mapping[str, Any]] | Callable[[str], Mapping[str, Any] | None]
+# Read-only stand-in for a missing or malformed JSON object (shared, so it must never be written to).
+_NO_MAP: Mapping[str, Any] = MappingProxyType({})
+_ABSENT = object()
+
+
+def _is_map(value: Any) -> bool:
+    """True for a JSON object; checks the exact dict type first because the ABC check costs several times more."""
+    return value.__class__ is dict or isinstance(value, Mapping)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty read-only mapping."""
+    return value if value.__class__ is dict or isinstance(value, Mapping) else _NO_MAP
 
 
 # --- copy-on-write editing ----------------------------------------------------------------------------------------
@@ -70,7 +85,7 @@ class PodDraft:
     def get(self, *path: str | int) -> Any:
         node: Any = self.pod
         for key in path:
-            if isinstance(node, Mapping):
+            if _is_map(node):
                 node = node.get(key)
             elif isinstance(node, list) and isinstance(key, int) and -len(node) <= key < len(node):
                 node = node[key]
@@ -81,7 +96,7 @@ class PodDraft:
     def set_entry(self, section: tuple[str, ...], key: str, value: str) -> bool:
         """Set `key` in the string map at `section` (e.g. ("metadata", "annotations")); False when already equal."""
         current = self.get(*section)
-        if isinstance(current, Mapping) and current.get(key) == value:
+        if _is_map(current) and current.get(key) == value:
             return False
         self.writable_dict(*section)[key] = value
         return True
@@ -98,7 +113,7 @@ class PodDraft:
         existing = self.get("spec", "tolerations")
         if not isinstance(existing, list):
             return []
-        return [toleration_key(t) for t in existing if isinstance(t, Mapping)]
+        return [toleration_key(t) for t in existing if _is_map(t)]
 
     def require_node_affinity(self, requirements: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]]) -> bool:
         """AND `requirements` (NodeSelectorRequirement dicts) into every required node-affinity term, creating one
@@ -131,10 +146,11 @@ def _same_requirement(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def diff(original: Any, mutated: Any) -> list[dict[str, Any]]:
-    """The RFC 6902 patch turning `original` into `mutated` ([] when equal). Generic, never told what changed:
-    subtrees that are the very same object on both sides are skipped, dicts are compared key by key, a list that
-    only grew gets `add` ops for its new items, any other changed list or value is replaced whole. Applying the
-    result with jsonpatch gives `mutated` (tests check this against `jsonpatch.make_patch` on the same pairs)."""
+    """The RFC 6902 patch turning `original` into `mutated` ([] when equal as JSON). Generic, never told what
+    changed: subtrees that are the very same object on both sides are skipped, dicts are compared key by key, a
+    list that only grew gets `add` ops for its new items, any other changed list or value is replaced whole.
+    Equality is JSON's, not Python's: true vs 1 and 1 vs 1.0 are changes. Applying the result with jsonpatch gives
+    `mutated` (tests check this against `jsonpatch.make_patch` on the same pairs and on random edits)."""
     ops: list[dict[str, Any]] = []
     _diff(original, mutated, "", ops)
     return ops
@@ -144,9 +160,6 @@ def _escape(key: str) -> str:
     if "~" in key or "/" in key:
         return key.replace("~", "~0").replace("/", "~1")
     return key
-
-
-_ABSENT = object()
 
 
 def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
@@ -167,13 +180,26 @@ def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
         if shared < len(a):
             ops[first:first] = [{"op": "remove", "path": f"{path}/{_escape(key)}"} for key in a if key not in b]
         return
-    if isinstance(a, list) and isinstance(b, list) and len(b) >= len(a) and all(
-            x is y or x == y for x, y in zip(a, b)):
+    if isinstance(a, list) and isinstance(b, list) and len(b) >= len(a) and (
+            all(map(is_, a, b)) or all(map(_json_equal, a, b))):
         for index in range(len(a), len(b)):
             ops.append({"op": "add", "path": f"{path}/{index}", "value": b[index]})
         return
-    if type(a) is not type(b) or a != b:
+    if not _json_equal(a, b):
         ops.append({"op": "replace", "path": path, "value": b})
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equal as JSON: like `==`, but true and 1 (or 1.0) differ, at any depth."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(key in b and _json_equal(value, b[key]) for key, value in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_json_equal, a, b))
+    return a == b
 
 
 # --- deciding -----------------------------------------------------------------------------------------------------
@@ -228,7 +254,7 @@ def namespace_view(namespaces: NamespaceLookup | None, name: str) -> tuple[Mappi
         found = namespaces.get(name)
     if found is None:
         return {}, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, False
-    if isinstance(found.get("metadata"), Mapping):
+    if _is_map(found.get("metadata")):
         return found["metadata"].get("labels") or {}, found, True
     labels = dict(found)
     return labels, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}, True
@@ -237,7 +263,7 @@ def namespace_view(namespaces: NamespaceLookup | None, name: str) -> tuple[Mappi
 def is_pod_create(request: Mapping[str, Any]) -> str:
     """Why this request is not a pod CREATE we mutate ("" when it is)."""
     kind = request.get("kind") or {}
-    if not isinstance(kind, Mapping) or kind.get("group", "") != "" or kind.get("kind") != "Pod":
+    if not _is_map(kind) or kind.get("group", "") != "" or kind.get("kind") != "Pod":
         return f"not a Pod (kind {_gvk(kind)})"
     if request.get("subResource"):
         return f"subresource {request['subResource']}"
@@ -266,21 +292,16 @@ def decide(request: Mapping[str, Any], *, policies: PolicySet, namespaces: Names
     if why_not:
         return Decision(uid, "skipped", why_not)
     pod = request.get("object")
-    if not isinstance(pod, Mapping) or (pod.get("kind") not in (None, "Pod")):
+    if not _is_map(pod) or (pod.get("kind") not in (None, "Pod")):
         return Decision(uid, "error", "request.object must be a Pod object", code=400)
-    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
-    annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), Mapping) else {}
+    metadata = _mapping(pod.get("metadata"))
+    annotations = _mapping(metadata.get("annotations"))
     draft = PodDraft(pod)
     if annotations.get(SKIP_ANNOTATION) == "true":
         return Decision(uid, "skipped", f"opted out ({SKIP_ANNOTATION}: \"true\")", draft=draft, opted_out=True)
     namespace = str(request.get("namespace") or metadata.get("namespace") or "")
     return apply_profiles(draft, policies=policies, namespaces=namespaces, namespace=namespace, request=request,
                           uid=uid)
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """`value` when it is a JSON object, else an empty one (a dict check first: JSON objects are dicts)."""
-    return value if value.__class__ is dict or isinstance(value, Mapping) else {}
 
 
 def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: NamespaceLookup | None, namespace: str,
@@ -434,15 +455,16 @@ def has_seccomp(pod: Mapping[str, Any]) -> bool:
     """True when the pod must be left alone: it (or any container, init or ephemeral container) already has a
     seccomp profile, carries a legacy seccomp annotation, or is a Windows pod (`spec.os.name: windows`)."""
     spec = _mapping(pod.get("spec"))
-    if _mapping(spec.get("os")).get("name") == "windows":
+    if (value := spec.get("os")) and _mapping(value).get("name") == "windows":
         return True
-    if _mapping(spec.get("securityContext")).get("seccompProfile") is not None:
+    if (value := spec.get("securityContext")) and _mapping(value).get("seccompProfile") is not None:
         return True
     for key in ("initContainers", "containers", "ephemeralContainers"):
         containers = spec.get(key)
         if isinstance(containers, list):
             for container in containers:
-                if isinstance(container, Mapping) and _mapping(container.get("securityContext")).get("seccompProfile"):
+                if (_is_map(container) and (value := container.get("securityContext"))
+                        and _mapping(value).get("seccompProfile")):
                     return True
     for key in _mapping(_mapping(pod.get("metadata")).get("annotations")):
         if key == LEGACY_SECCOMP_POD or key.startswith(LEGACY_SECCOMP_CONTAINER):

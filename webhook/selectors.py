@@ -43,8 +43,12 @@ class Selector:
     requirements: tuple[Requirement, ...] = ()
 
     def matches(self, labels: Mapping[str, str] | None) -> bool:
-        labels = labels or {}
-        for requirement in self.requirements:
+        requirements = self.requirements
+        if not requirements:
+            return True
+        if labels is None:
+            labels = {}
+        for requirement in requirements:
             if not requirement.matches(labels):
                 return False
         return True
