@@ -117,8 +117,25 @@ class _Outcome:
     """What one decision did, for logs, metrics and the caller's retry logic."""
 
     conflict: bool = False
+    created: bool = False
     next_wakeup: datetime | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+@dataclass
+class _Decided:
+    """A decision whose Workflow writes (terminate, create) are done and whose CronWorkflow writes are not yet:
+    `status` (and the labels/annotations it implies) replaces `original`, then the skip is counted,
+    `decided_through` recorded and `deletions` carried out (see `CronRunner._finish`)."""
+
+    cron: Mapping[str, Any]
+    original: CronStatus
+    status: CronStatus
+    outcome: _Outcome
+    skip: engine.Skip | None = None
+    decided_through: datetime | None = None
+    deletions: list[Child] = field(default_factory=list)
+    next_wakeup: datetime | None = None
 
 
 class CronRunner:
@@ -161,6 +178,9 @@ class CronRunner:
         self._wake_at: dict[Key, datetime] = {}
         self._seq = itertools.count()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._writes: asyncio.Queue[tuple[Key, _Decided]] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
@@ -212,6 +232,10 @@ class CronRunner:
             asyncio.get_running_loop().create_task(self._worker(), name=f"cron-worker-{i}")
             for i in range(self.settings.workers)
         ]
+        self._term_tasks += [
+            asyncio.get_running_loop().create_task(self._status_writer(gated=i > 0), name=f"cron-status-writer-{i}")
+            for i in range(self.settings.workers)
+        ]
         for key in list(self.crons.cache):
             self._enqueue(key)
 
@@ -232,6 +256,8 @@ class CronRunner:
         self._dirty.clear()
         self._decided_through.clear()
         self._queue = asyncio.Queue()
+        self._writes = asyncio.Queue()
+        self._drained.set()
         log.info("stopped leading")
 
     @property
@@ -356,6 +382,7 @@ class CronRunner:
             return
         self._queued.add(key)
         self._queue.put_nowait(key)
+        self._drained.clear()
 
     def _schedule(self, key: Key, when: datetime | None) -> None:
         if when is None:
@@ -395,25 +422,57 @@ class CronRunner:
                     waiter.cancel()
 
     async def _worker(self) -> None:
+        """Take keys off the decision queue. A decision that created a Workflow hands its CronWorkflow writes to
+        the status writers and the worker moves on, so when many runs are due at once every create goes out
+        before the status writes that would otherwise sit between them (the lag is create time - scheduled time).
+        The key stays in `_processing` until its writes are done: still one decision at a time per CronWorkflow.
+        """
         while True:
             key = await self._queue.get()
+            if self._queue.empty():
+                self._drained.set()
             self._queued.discard(key)
             self._processing.add(key)
+            deferred = False
             try:
-                await self._reconcile(key)
+                deferred = await self._decide_first(key)
             except asyncio.CancelledError:
                 raise
-            except (Unavailable, TooManyRequests) as error:
-                log.warning("API unavailable; retrying", extra={"fields": _key_fields(key, error=str(error))})
-                self._schedule(key, self.clock.now() + timedelta(seconds=self.settings.error_backoff_seconds))
-            except Exception:  # noqa: BLE001 - one CronWorkflow's failure must not stop the others
-                log.exception("decision failed", extra={"fields": _key_fields(key)})
-                self._schedule(key, self.clock.now() + timedelta(seconds=self.settings.error_backoff_seconds))
+            except Exception as error:  # noqa: BLE001 - one CronWorkflow's failure must not stop the others
+                self._retry_later(key, error)
             finally:
-                self._processing.discard(key)
-                if key in self._dirty:
-                    self._dirty.discard(key)
-                    self._enqueue(key)
+                if not deferred:
+                    self._release(key)
+
+    async def _status_writer(self, *, gated: bool) -> None:
+        """Finish deferred decisions (status write, counting, history deletions, Events). A gated writer starts a
+        write only while no decision is queued; one ungated writer keeps writes moving even under a constant
+        stream of decisions, so the deferral is bounded."""
+        while True:
+            if gated:
+                await self._drained.wait()
+            key, decided = await self._writes.get()
+            try:
+                await self._reconcile(key, decided)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - one CronWorkflow's failure must not stop the others
+                self._retry_later(key, error)
+            finally:
+                self._release(key)
+
+    def _release(self, key: Key) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self._enqueue(key)
+
+    def _retry_later(self, key: Key, error: Exception) -> None:
+        if isinstance(error, (Unavailable, TooManyRequests)):
+            log.warning("API unavailable; retrying", extra={"fields": _key_fields(key, error=str(error))})
+        else:
+            log.error("decision failed", exc_info=error, extra={"fields": _key_fields(key)})
+        self._schedule(key, self.clock.now() + timedelta(seconds=self.settings.error_backoff_seconds))
 
     # ------------------------------------------------------------------------------------------------ decisions
 
@@ -426,20 +485,43 @@ class CronRunner:
             fresh = None
         return _newer(fresh, cached) if fresh is not None else cached
 
-    async def _reconcile(self, key: Key) -> None:
-        """Decide for one CronWorkflow until a decision commits (re-reading after each 409 Conflict)."""
+    def _deciding(self, key: Key) -> Mapping[str, Any] | None:
+        """The CronWorkflow to decide for, or None (after clearing its wake-up) when it is gone or being deleted."""
+        cron = self._current(key)
+        if cron is None or (cron.get("metadata") or {}).get("deletionTimestamp"):
+            self._schedule(key, None)
+            return None
+        return cron
+
+    async def _decide_first(self, key: Key) -> bool:
+        """Decide once; returns True when the CronWorkflow writes were handed to the status writers."""
+        cron = self._deciding(key)
+        if cron is None:
+            return False
+        decided = await self._decide(key, cron)
+        if decided.outcome.created:
+            self._writes.put_nowait((key, decided))
+            return True
+        await self._reconcile(key, decided)
+        return False
+
+    async def _reconcile(self, key: Key, decided: _Decided | None = None) -> None:
+        """Commit a decision, re-reading and deciding again after each 409 Conflict (at most `conflict_retries`
+        decisions in all; then the key goes back to the queue). `decided` is a first decision already made."""
         for _ in range(self.settings.conflict_retries):
-            cron = self._current(key)
-            if cron is None or (cron.get("metadata") or {}).get("deletionTimestamp"):
-                self._schedule(key, None)
-                return
-            outcome = await self._decide(key, cron)
+            if decided is None:
+                cron = self._deciding(key)
+                if cron is None:
+                    return
+                decided = await self._decide(key, cron)
+            outcome = await self._finish(key, decided)
             if not outcome.conflict:
                 self._schedule(key, outcome.next_wakeup)
                 for type_, reason, message in outcome.events:
-                    await self.kube.emit_event(dict(cron), reason=reason, message=message, type=type_,
+                    await self.kube.emit_event(dict(decided.cron), reason=reason, message=message, type=type_,
                                                component=COMPONENT)
                 return
+            decided = None
             try:
                 fresh = await self.kube.get(CRON_WORKFLOWS, key[1], namespace=key[0])
             except NotFound:
@@ -480,7 +562,9 @@ class CronRunner:
         seen.add((reason, message))
         outcome.events.append((type_, reason, message))
 
-    async def _decide(self, key: Key, cron: Mapping[str, Any]) -> _Outcome:
+    async def _decide(self, key: Key, cron: Mapping[str, Any]) -> _Decided:
+        """Decide for `cron` and do the Workflow writes (terminate, create); the CronWorkflow writes are left to
+        `_finish`."""
         self.decisions += 1
         now = self.clock.now()
         outcome = _Outcome()
@@ -498,8 +582,7 @@ class CronRunner:
             self._decided_through[key] = now
             self._report_once(key, outcome, "Warning", "SpecError", message)
             log.warning("invalid spec", extra={"fields": _key_fields(key, errors=list(result.errors))})
-            outcome.conflict = not await self._commit(key, cron, original, status)
-            return outcome
+            return _Decided(cron=cron, original=original, status=status, outcome=outcome)
         if key in self._spec_errors:
             self._spec_errors.discard(key)
             self._update_gauges()
@@ -551,22 +634,28 @@ class CronRunner:
             log.info("adopted existing run", extra={"fields": _key_fields(key, workflow=decision.adopt.name)})
         if decision.run is not None:
             status = await self._submit(key, cron, spec, status, decision, outcome)
-        deletions = engine.history_to_delete(spec, children)
-        if not await self._commit(key, cron, original, status):
+        return _Decided(cron=cron, original=original, status=status, outcome=outcome, skip=decision.skip,
+                        decided_through=decision.decided_through,
+                        deletions=list(engine.history_to_delete(spec, children)), next_wakeup=decision.next_wakeup)
+
+    async def _finish(self, key: Key, decided: _Decided) -> _Outcome:
+        """The CronWorkflow writes of a decision; `conflict` set on 409 (nothing after the write is done then)."""
+        outcome = decided.outcome
+        if not await self._commit(key, decided.cron, decided.original, decided.status):
             outcome.conflict = True
             return outcome
         # Counted only once the decision is committed, so a conflict-and-retry never counts a skip twice.
-        if decision.skip is not None:
-            self.metrics.runs_skipped.labels(reason=decision.skip.reason.value).inc()
+        if decided.skip is not None:
+            self.metrics.runs_skipped.labels(reason=decided.skip.reason.value).inc()
             log.info("run skipped", extra={"fields": _key_fields(
-                key, scheduled=decision.skip.scheduled_time.isoformat(), reason=decision.skip.reason.value)})
-        if decision.decided_through is not None:
+                key, scheduled=decided.skip.scheduled_time.isoformat(), reason=decided.skip.reason.value)})
+        if decided.decided_through is not None:
             previous = self._decided_through.get(key)
-            if previous is None or decision.decided_through > previous:
-                self._decided_through[key] = decision.decided_through
-        for child in deletions:
+            if previous is None or decided.decided_through > previous:
+                self._decided_through[key] = decided.decided_through
+        for child in decided.deletions:
             await self._delete_child(key, child)
-        outcome.next_wakeup = decision.next_wakeup
+        outcome.next_wakeup = decided.next_wakeup
         return outcome
 
     async def _submit(self, key: Key, cron, spec, status: CronStatus, decision: Plan, outcome: _Outcome) -> CronStatus:
@@ -596,6 +685,7 @@ class CronRunner:
             return engine.apply_submission_error(status, message)
         self._remember_child(key, created)
         self._expect_echo(WORKFLOWS.plural, created)
+        outcome.created = True
         lag = (self.clock.now() - scheduled).total_seconds()
         self.metrics.scheduling_lag.observe(max(0.0, lag))
         self.metrics.runs_created.labels(namespace=key[0]).inc()
