@@ -8,6 +8,9 @@ Shape (Kubernetes CronJob v2 with Argo's semantics):
   the injected Clock until the earliest; nothing polls per CronWorkflow;
 - a work queue with N workers that never hands the same key to two workers (one decision at a time per
   CronWorkflow); a key enqueued while it is being decided is decided again afterwards;
+- a decision that created a Workflow leaves its CronWorkflow status write to N status writers, which wait while
+  decisions are queued (one of them lets a write through per N decisions), so a burst of due runs gets all its
+  creates out first: the scheduling lag is create time - scheduled time;
 - only the Lease holder decides; standbys keep their caches warm and take over with `observed_since` set to the
   previous holder's last renewal, so ticks inside a failover are on-time runs, not deadline-bound catch-ups.
 
@@ -178,13 +181,18 @@ class CronRunner:
         self._wake_at: dict[Key, datetime] = {}
         self._seq = itertools.count()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._writes: asyncio.Queue[tuple[Key, _Decided]] = asyncio.Queue()
+        self._drained = asyncio.Event()  # no decision is queued: every status writer may write
+        self._trickle = asyncio.Event()  # the ungated status writer may write (see `_open_gates`)
+        self._taken = 0
+        self._trickle_at = 0
+        self._open_gates()
         self._queued: set[Key] = set()
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
         self._pending_echo: dict[tuple[str, str, str], int | None] = {}
+        # Workflows whose create is in flight -> whether their ADDED event came first and was held back.
+        self._creating: dict[tuple[str, str], bool] = {}
         self._wake = asyncio.Event()
         self._leading = False
         self._observed_since: datetime | None = None
@@ -257,7 +265,7 @@ class CronRunner:
         self._decided_through.clear()
         self._queue = asyncio.Queue()
         self._writes = asyncio.Queue()
-        self._drained.set()
+        self._open_gates()
         log.info("stopped leading")
 
     @property
@@ -281,7 +289,8 @@ class CronRunner:
     def debug_state(self) -> dict[str, Any]:
         """Counts behind `idle()`, for diagnosing a runner that never settles."""
         return {"synced": (self.crons.has_synced, self.workflows.has_synced), "queued": len(self._queued),
-                "processing": len(self._processing), "dirty": len(self._dirty),
+                "processing": len(self._processing), "status_writes_waiting": self._writes.qsize(),
+                "dirty": len(self._dirty),
                 "pending_echo": list(self._pending_echo)[:3], "heap_top": self._heap[0][0] if self._heap else None,
                 "now": self.clock.now(), "decisions": self.decisions}
 
@@ -322,6 +331,12 @@ class CronRunner:
             children[meta.get("name")] = _newer(current, workflow)
         if own and event.type != "DELETED":
             return  # our own create/terminate coming back: the decision that wrote it already accounted for it
+        creating = (meta.get("namespace") or "", meta.get("name") or "")
+        if event.type == "ADDED" and creating in self._creating:
+            # Often the watch delivers a create before its response does. The create's outcome (created, or
+            # AlreadyExists and adopted) accounts for this object; `_submit` re-decides if it ends otherwise.
+            self._creating[creating] = True
+            return
         self._enqueue(key)
 
     def _forget(self, key: Key) -> None:
@@ -382,7 +397,7 @@ class CronRunner:
             return
         self._queued.add(key)
         self._queue.put_nowait(key)
-        self._drained.clear()
+        self._open_gates()
 
     def _schedule(self, key: Key, when: datetime | None) -> None:
         if when is None:
@@ -429,8 +444,8 @@ class CronRunner:
         """
         while True:
             key = await self._queue.get()
-            if self._queue.empty():
-                self._drained.set()
+            self._taken += 1
+            self._open_gates()
             self._queued.discard(key)
             self._processing.add(key)
             deferred = False
@@ -446,13 +461,18 @@ class CronRunner:
 
     async def _status_writer(self, *, gated: bool) -> None:
         """Finish deferred decisions (status write, counting, history deletions, Events). A gated writer starts a
-        write only while no decision is queued; one ungated writer keeps writes moving even under a constant
-        stream of decisions, so the deferral is bounded."""
+        write only while no decision is queued. The one ungated writer may also write once per `workers`
+        decisions taken while decisions are queued, so writes keep moving under a constant stream of decisions
+        (the deferral is bounded) yet take at most about one request in `workers + 1` from a burst of creates."""
         while True:
-            if gated:
-                await self._drained.wait()
             key, decided = await self._writes.get()
             try:
+                if gated:
+                    await self._drained.wait()
+                else:
+                    await self._trickle.wait()
+                    self._trickle_at = self._taken + self.settings.workers
+                    self._open_gates()
                 await self._reconcile(key, decided)
             except asyncio.CancelledError:
                 raise
@@ -460,6 +480,19 @@ class CronRunner:
                 self._retry_later(key, error)
             finally:
                 self._release(key)
+
+    def _open_gates(self) -> None:
+        """Set the status writers' gates from the decision queue: all open when it is empty; otherwise only the
+        ungated writer's, and only once `workers` decisions were taken since its last write."""
+        if self._queue.empty():
+            self._drained.set()
+            self._trickle.set()
+            return
+        self._drained.clear()
+        if self._taken >= self._trickle_at:
+            self._trickle.set()
+        else:
+            self._trickle.clear()
 
     def _release(self, key: Key) -> None:
         self._processing.discard(key)
@@ -664,9 +697,13 @@ class CronRunner:
             await self._terminate(key, ref)
         workflow = build_workflow(cron, scheduled)
         name = workflow["metadata"]["name"]
+        self._creating[(key[0], name)] = False
+        accounted = False
         try:
             created = await self.kube.create(WORKFLOWS, workflow, namespace=key[0])
+            accounted = True
         except AlreadyExists:
+            accounted = True
             try:
                 existing = await self.kube.get(WORKFLOWS, name, namespace=key[0])
             except NotFound:
@@ -683,6 +720,9 @@ class CronRunner:
             outcome.events.append(("Warning", "SubmissionError", message))
             log.warning("submission failed", extra={"fields": _key_fields(key, workflow=name, error=str(error))})
             return engine.apply_submission_error(status, message)
+        finally:
+            if self._creating.pop((key[0], name), False) and not accounted:
+                self._enqueue(key)
         self._remember_child(key, created)
         self._expect_echo(WORKFLOWS.plural, created)
         outcome.created = True
@@ -722,12 +762,13 @@ class CronRunner:
     async def _commit(self, key: Key, cron: Mapping[str, Any], original: CronStatus, status: CronStatus) -> bool:
         """Write what changed: status through /status, then labels/annotations through the object, each guarded
         by the resourceVersion read. Returns False on 409 Conflict (the caller re-reads and decides again)."""
-        target = engine.apply_to_object(cron, status)
+        # Only metadata and status change; the engine deep-copies what it is given, so give it no spec to copy
+        # (this runs for every decision, including the many that write nothing).
+        target = engine.apply_to_object({"metadata": cron.get("metadata") or {}}, status)
         current: Mapping[str, Any] = cron
         try:
             if status != original:
-                body = dict(target)
-                body["metadata"] = {**(cron.get("metadata") or {})}
+                body = {**cron, "metadata": {**(cron.get("metadata") or {})}, "status": target["status"]}
                 current = await self.kube.replace(CRON_WORKFLOWS, body, namespace=key[0], subresource="status")
                 self._fresh[key] = current
                 self._expect_echo(CRON_WORKFLOWS.plural, current)

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from burstflow import certs
 from burstflow.cli import main
-from burstflow.kube import MUTATING_WEBHOOKS, NotFound, Resource
+from burstflow.kube import MUTATING_WEBHOOKS, Resource
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 SERVICE_NAMES = [
@@ -213,10 +213,6 @@ def _webhook_config(name: str) -> dict:
 
 @pytest.mark.kube
 async def test_install_creates_the_secret_then_replaces_it_and_sets_cabundle(kube, kubeconfig, namespace, tmp_path):
-    try:
-        await kube.list(SECRETS, namespace=namespace)
-    except NotFound:
-        pytest.skip("this API endpoint does not serve secrets (ApiSim lacks the built-in type)")
     config = f"bf-test-{uuid.uuid4().hex[:8]}"
     await kube.create(MUTATING_WEBHOOKS, _webhook_config(config))
     try:
@@ -242,10 +238,6 @@ async def test_install_creates_the_secret_then_replaces_it_and_sets_cabundle(kub
 
 @pytest.mark.kube
 async def test_install_refuses_a_configuration_without_the_named_webhook(kube, kubeconfig, namespace, tmp_path):
-    try:
-        await kube.list(SECRETS, namespace=namespace)
-    except NotFound:
-        pytest.skip("this API endpoint does not serve secrets (ApiSim lacks the built-in type)")
     config = f"bf-test-{uuid.uuid4().hex[:8]}"
     await kube.create(MUTATING_WEBHOOKS, _webhook_config(config))
     try:

@@ -14,7 +14,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from burstflow.clock import FakeClock
-from burstflow.kube import CRDS, CRON_WORKFLOWS, EVENTS, LEASES, WORKFLOWS, AlreadyExists, Kube, NotFound, Unavailable
+from burstflow.kube import (
+    CRDS, CRON_WORKFLOWS, EVENTS, LEASES, WORKFLOWS, AlreadyExists, Invalid, Kube, NotFound, Unavailable,
+)
 from cron.metrics import CronMetrics
 from cron.runner import CronLeaderElector, CronRunner
 from cron.settings import CronSettings
@@ -537,6 +539,107 @@ async def test_status_conflict_is_retried_without_overwriting_the_newer_status(e
     assert status["lastScheduledTime"] == rfc3339(t0)
     assert [ref["name"] for ref in status["active"]] == [wf_name("billing", t0)]
     assert await env.names() == [wf_name("billing", t0)]
+
+
+class RecordingKube(Kube):
+    """The runner's gateway, recording the order in which Workflow creates and CronWorkflow status writes start."""
+
+    calls: list[str] = []
+
+    async def create(self, resource, body, *, namespace=None, dry_run=False):
+        if resource == WORKFLOWS:
+            RecordingKube.calls.append("create")
+        return await super().create(resource, body, namespace=namespace, dry_run=dry_run)
+
+    async def replace(self, resource, body, *, namespace=None, subresource=None):
+        if resource == CRON_WORKFLOWS and subresource == "status":
+            RecordingKube.calls.append("status")
+        return await super().replace(resource, body, namespace=namespace, subresource=subresource)
+
+
+async def test_a_burst_creates_every_due_workflow_before_most_status_writes(env):
+    """The lag is create time - scheduled time: with 24 runs due at once and 4 workers, a worker that wrote each
+    status before its next create would start 20 status writes before the last create; status writes are deferred
+    behind the creates, with one let through per 4 decisions so they never starve."""
+    t0 = env.clock.now()
+    names = [f"burst-{i:02d}" for i in range(24)]
+    for name in names:
+        await env.create_cron(name, every(10))
+    svc = await env.service(kube_class=RecordingKube)  # workers=4; every CronWorkflow runs at t0
+    RecordingKube.calls = []
+    await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    calls = RecordingKube.calls
+    assert (calls.count("create"), calls.count("status")) == (24, 24)
+    last_create = max(i for i, call in enumerate(calls) if call == "create")
+    assert calls[:last_create].count("status") <= 24 // 4 + 2, calls
+    # Still exactly once, and every status records its run.
+    assert svc.count("burstflow_cron_runs_created_total", namespace=env.namespace) == 48
+    for name in names:
+        status = (await env.cron(name))["status"]
+        assert status["lastScheduledTime"] == rfc3339(t0 + minutes(10))
+        assert [ref["name"] for ref in status["active"]] == [wf_name(name, t0), wf_name(name, t0 + minutes(10))]
+    assert len(await env.names()) == 48
+
+
+class EchoFirstKube(Kube):
+    """The runner's gateway, with each Workflow create answered only after the watch has delivered the new
+    Workflow (a real ordering over HTTP, forced every time). With `steal`, another client creates the same name
+    first and the runner's create then fails with 422, as a create rejected by validation would."""
+
+    runner: CronRunner | None = None
+    steal: Kube | None = None
+
+    async def _delivered(self, namespace: str, name: str) -> None:
+        for _ in range(2000):
+            if (namespace, name) in EchoFirstKube.runner.workflows.cache:
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError(f"the watch never delivered {name}")
+
+    async def create(self, resource, body, *, namespace=None, dry_run=False):
+        if resource != WORKFLOWS:
+            return await super().create(resource, body, namespace=namespace, dry_run=dry_run)
+        name = body["metadata"]["name"]
+        if EchoFirstKube.steal is not None:
+            await EchoFirstKube.steal.create(WORKFLOWS, copy.deepcopy(body), namespace=namespace)
+            await self._delivered(namespace, name)
+            raise Invalid(422, "Invalid", f"injected: Workflow {name!r} rejected")
+        created = await super().create(resource, body, namespace=namespace, dry_run=dry_run)
+        await self._delivered(namespace, name)
+        return created
+
+
+async def test_a_created_workflow_seen_on_the_watch_before_its_response_is_not_decided_again(env):
+    t0 = env.clock.now()
+    names = [f"echo-{i}" for i in range(6)]
+    for name in names:
+        await env.create_cron(name, every(10))
+    EchoFirstKube.steal = None
+    svc = await env.service(kube_class=EchoFirstKube)
+    EchoFirstKube.runner = svc.runner
+    await env.settle()
+    before = svc.runner.decisions
+    await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    assert svc.runner.decisions - before == len(names)  # one decision per due run, none for its own echo
+    assert len(await env.names()) == 2 * len(names)
+
+
+async def test_a_workflow_seen_during_a_create_that_failed_is_still_decided_again(env):
+    """An ADDED event held back while the create was in flight is only accounted for by a create that succeeded
+    or was adopted; when the create fails, the CronWorkflow is decided again as for any change to its Workflows."""
+    t0 = env.clock.now()
+    env.clock.set(t0 + minutes(5))
+    await env.create_cron("taken", every(10))
+    svc = await env.service(kube_class=EchoFirstKube)
+    EchoFirstKube.runner, EchoFirstKube.steal = svc.runner, env.kube
+    before = svc.runner.decisions
+    try:
+        await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    finally:
+        EchoFirstKube.steal = None
+    assert svc.runner.decisions - before == 2
+    assert svc.count("burstflow_cron_submission_failures_total", namespace=env.namespace) == 1
+    assert [e["reason"] for e in await env.events("taken")].count("SubmissionError") == 1
 
 
 # ------------------------------------------------------------------------------------------------ spec errors

@@ -3,6 +3,7 @@ plumbing against scripted servers, and every call against the local ApiSim (or a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -266,6 +267,109 @@ async def test_slow_server_times_out_as_unavailable(tmp_path):
                 await kube.get(PODS, "y", namespace="x")
     finally:
         release.set()
+        await runner.cleanup()
+
+
+async def test_every_request_asks_the_library_for_credentials_so_rotated_tokens_are_used(tmp_path):
+    """The in-cluster loader rotates the service-account token through Configuration.refresh_api_key_hook; the
+    gateway must ask for the credentials on each request rather than cache a header."""
+    from kubernetes_asyncio import client as k8s_client
+
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def get(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Authorization"), request.headers.get("User-Agent")))
+        return web.json_response({"kind": "Pod", "metadata": {"name": "y"}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/x/pods/y", get)
+    runner, _ = await _serve(app, tmp_path)
+    configuration = k8s_client.Configuration(host=f"http://127.0.0.1:{runner.addresses[0][1]}")
+    configuration.api_key["BearerToken"] = "Bearer first"
+    rotated = iter(["Bearer second", "Bearer third"])
+    configuration.refresh_api_key_hook = lambda config: config.api_key.update(BearerToken=next(rotated))
+    try:
+        async with Kube(k8s_client.ApiClient(configuration)) as kube:
+            await kube.get(PODS, "y", namespace="x")
+            await kube.get(PODS, "y", namespace="x")
+    finally:
+        await runner.cleanup()
+    assert seen == [("Bearer second", "burstflow/0.1"), ("Bearer third", "burstflow/0.1")]
+
+
+async def _recording_proxy() -> tuple[web.AppRunner, str, list[str]]:
+    """A plain-HTTP forward proxy stand-in: records the absolute URL of each request it gets and answers it."""
+    proxied: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        proxied.append(str(request.url))
+        return web.json_response({"kind": "Pod", "metadata": {"name": "via-proxy"}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}", proxied
+
+
+@pytest.mark.parametrize("trust_env", [False, True], ids=["default ignores the environment", "trust_env=True"])
+async def test_proxy_settings_from_the_environment_only_with_trust_env(tmp_path, monkeypatch, trust_env):
+    async def get(request: web.Request) -> web.Response:
+        return web.json_response({"kind": "Pod", "metadata": {"name": "direct"}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/x/pods/y", get)
+    runner, config = await _serve(app, tmp_path)
+    proxy, proxy_url, proxied = await _recording_proxy()
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.setenv("http_proxy", proxy_url)
+    try:
+        kwargs = {"trust_env": True} if trust_env else {}
+        async with await Kube.connect(config, **kwargs) as kube:
+            pod = await kube.get(PODS, "y", namespace="x")
+    finally:
+        await proxy.cleanup()
+        await runner.cleanup()
+    if trust_env:
+        assert pod["metadata"]["name"] == "via-proxy" and proxied[0].endswith("/api/v1/namespaces/x/pods/y")
+    else:
+        assert pod["metadata"]["name"] == "direct" and proxied == []
+
+
+class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, *args, **kwargs):
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("trust_env", "hops"), [(False, 0), (True, 2)],
+                         ids=["default: no thread hops", "trust_env=True: proxy and netrc lookups"])
+async def test_requests_stay_on_the_event_loop_unless_the_environment_is_trusted(tmp_path, trust_env, hops):
+    """aiohttp with trust_env resolves the proxy and ~/.netrc in a thread for every request; the measured cost is
+    in benchmarks/cron_scale.py. Counted on the loop's default executor, where both lookups run."""
+    async def get(request: web.Request) -> web.Response:
+        return web.json_response({"kind": "Pod", "metadata": {"name": "y"}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/x/pods/y", get)
+    runner, config = await _serve(app, tmp_path)
+    executor = _CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    try:
+        async with await Kube.connect(config, trust_env=trust_env) as kube:
+            await kube.get(PODS, "y", namespace="x")  # opens the connection
+            before = executor.submitted
+            for _ in range(5):
+                await kube.get(PODS, "y", namespace="x")
+            assert executor.submitted - before == 5 * hops
+    finally:
         await runner.cleanup()
 
 

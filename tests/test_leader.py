@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from burstflow.clock import FakeClock
-from burstflow.kube import LEASES
+from burstflow.kube import LEASES, Kube
 from burstflow.leader import LeaderElector
 from tests.conftest import load_api
 
@@ -105,6 +105,58 @@ async def test_renewals_push_the_expiry_for_others(kube, namespace):
     spec = (await lease(kube, namespace))["spec"]
     assert (spec["holderIdentity"], spec["acquireTime"], spec["leaseTransitions"]) == (
         "a", "2026-11-23T00:00:00.000000Z", 0)
+
+
+async def test_last_seen_renewal_is_when_another_holder_was_last_seen_alive(kube, namespace):
+    clock = FakeClock(T0)
+    a, b = elector(kube, clock, "a", namespace), elector(kube, clock, "b", namespace)
+    assert await a.try_acquire_or_renew()
+    assert not await b.try_acquire_or_renew()
+    assert b.last_seen_renewal == T0 and a.last_seen_renewal is None  # a only ever saw its own records
+    clock.advance(10)
+    assert await a.try_acquire_or_renew()
+    clock.advance(1)
+    assert not await b.try_acquire_or_renew()
+    assert b.last_seen_renewal == T0 + timedelta(seconds=11)  # b saw a's renewal when it next looked
+    clock.advance(1)
+    assert not await b.try_acquire_or_renew()
+    assert b.last_seen_renewal == T0 + timedelta(seconds=11)  # unchanged record: no sign of life
+    a.start()
+    await asyncio.wait_for(a.wait_until_leader(), 5)
+    await a.stop()  # releases the lease
+    assert (await lease(kube, namespace))["spec"]["holderIdentity"] == ""
+    clock.advance(1)
+    assert await b.try_acquire_or_renew()  # released: free at once
+    assert b.last_seen_renewal == T0 + timedelta(seconds=13)  # the release is a's last sign of life
+    clock.advance(2)
+    assert await b.try_acquire_or_renew()
+    assert b.last_seen_renewal == T0 + timedelta(seconds=13)  # b's own writes never count
+    assert a.last_seen_renewal is None  # nor did a's release count for a
+
+
+class GatedKube(Kube):
+    """The gateway, with Lease reads held until the test opens the gate."""
+
+    gate: asyncio.Event
+
+    async def get(self, *args, **kwargs):
+        await self.gate.wait()
+        return await super().get(*args, **kwargs)
+
+
+async def test_in_flight_counts_lease_requests_under_way(kubeconfig, namespace):
+    gated = await GatedKube.connect(kubeconfig)
+    gated.gate = asyncio.Event()
+    try:
+        a = elector(gated, FakeClock(T0), "a", namespace)
+        attempt = asyncio.create_task(a.try_acquire_or_renew())
+        await asyncio.sleep(0)
+        assert a.in_flight == 1
+        gated.gate.set()
+        assert await attempt
+        assert a.in_flight == 0
+    finally:
+        await gated.close()
 
 
 async def test_candidates_racing_for_a_free_lease_get_exactly_one_winner(kube, namespace):

@@ -59,7 +59,12 @@ async def test_one_leader_reconciles_and_another_takes_over(kube, namespace, ins
         a.start()
         await asyncio.wait_for(a.leadership.elector.wait_until_leader(), 5)
         b.start()
-        await asyncio.sleep(0.2)
+
+        async def b_saw_a_holding():
+            elector = b.leadership.elector
+            return elector.attempts >= 3 and elector.observed_holder == "replica-a"
+
+        await eventually(b_saw_a_holding)  # b has tried, and lost, several times: not just not started yet
         assert (a.is_leader, b.is_leader) == (True, False)
         assert (gauge(registries[0]), gauge(registries[1])) == (1.0, 0.0)
 

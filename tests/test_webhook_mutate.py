@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 import jsonpatch
 import pytest
@@ -93,7 +92,9 @@ NS_AND_OBJ = {"match": {"namespaceSelector": {"matchLabels": {"vci": "true"}},
 def test_both_selectors_must_match(ns_labels, pod_labels, matched):
     decision = run(pod(labels=pod_labels), profile("p", NS_AND_OBJ), namespaces={"argo-jobs": ns_labels})
     assert (decision.applied == ("p",)) is matched
-    assert (decision.outcome == "mutated") is matched if decision.response() else False
+    response = decision.response()  # settles the outcome: "mutated" only once a non-empty patch is known
+    assert decision.outcome == ("mutated" if matched else "skipped")
+    assert ("patch" in response) is matched
 
 
 def test_namespace_lookup_accepts_namespace_objects_and_callables():
@@ -253,8 +254,11 @@ def _spec(**extra) -> dict:
      None, None),
     (_spec(os={"name": "windows"}), None, None),
     (_spec(), {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}, None),
+    (_spec(), {"container.seccomp.security.alpha.kubernetes.io/m": "unconfined"}, None),
+    (_spec(os={"name": "linux"}), None, {"seccompProfile": {"type": "RuntimeDefault"}}),
 ], ids=["plain pod", "keeps other securityContext fields", "existing pod profile", "container profile",
-        "init container profile", "ephemeral container profile", "windows", "legacy annotation"])
+        "init container profile", "ephemeral container profile", "windows", "legacy pod annotation",
+        "legacy container annotation", "linux os"])
 def test_seccomp(spec, annotations, expected):
     decision = run(pod(spec=spec, annotations=annotations), profile("s"))
     assert decision.pod["spec"].get("securityContext") == expected
@@ -337,6 +341,15 @@ def test_patch_escapes_slashes_and_adds_missing_parents():
     assert applied_patch(decision, bare) == decision.pod
 
 
+def test_draft_edits_are_not_repeated():
+    draft = PodDraft(copy.deepcopy(ARGO_REQUEST["object"]))
+    toleration = {"key": "k", "operator": "Exists"}
+    requirement = [{"key": "type", "operator": "In", "values": ["vk"]}]
+    assert (draft.add_toleration(toleration), draft.add_toleration(dict(toleration))) == (True, False)
+    assert (draft.require_node_affinity(requirement), draft.require_node_affinity(requirement)) == (True, False)
+    assert draft.pod["spec"]["tolerations"].count(toleration) == 1
+
+
 @pytest.mark.parametrize("edit", [
     lambda d: d.set_entry(("metadata", "labels"), "a/b", "1"),
     lambda d: d.add_toleration({"key": "k", "operator": "Exists"}),
@@ -351,18 +364,6 @@ def test_draft_is_copy_on_write_and_diff_matches_a_full_make_patch(edit):
     assert original == frozen
     assert draft.pod["spec"]["containers"] is original["spec"]["containers"]
     assert diff(original, draft.pod) == jsonpatch.make_patch(frozen, json.loads(json.dumps(draft.pod))).patch
-
-
-def test_mutation_cost_is_well_under_the_budget():
-    """Budget (measured.md): ~0.3 ms CPU per admission for everything we add; the core should take a fraction."""
-    examples = policies(*[yaml.safe_load(p.read_text()) for p in sorted(
-        (__import__("tests.conftest").conftest.POLICIES).glob("profile-*.yaml"))])
-    runs = 300
-    start = time.process_time()
-    for _ in range(runs):
-        decide(ARGO_REQUEST, policies=examples, namespaces=VCI_NS).response()
-    per_call = (time.process_time() - start) / runs
-    assert per_call < 0.0002, f"{per_call * 1e6:.0f} us per admission"
 
 
 @pytest.mark.parametrize("before, after", [

@@ -149,6 +149,20 @@ async def test_other_wellformed_reviews_reach_the_admitter(server, client, fixtu
     assert sample(server.registry, "burstflow_webhook_malformed_requests_total", reason="not_a_pod") == 0
 
 
+async def test_pod_subresource_request_carrying_another_kind_is_not_malformed(server, client):
+    """pods/eviction, pods/binding and the like carry their own kind in `object`: only the pods resource itself
+    must carry a Pod."""
+    body = review_body(uid="evict")
+    request = body["request"]
+    request["subResource"] = "eviction"
+    request["object"] = {"apiVersion": "policy/v1", "kind": "Eviction",
+                         "metadata": {"name": request["object"]["metadata"]["name"], "namespace": "argo-jobs"}}
+    status, _, answer = await post(client, server, body)
+    assert (status, answer["response"]) == (200, {"uid": "evict", "allowed": True})
+    assert server.admitter.seen == [request]
+    assert sample(server.registry, "burstflow_webhook_malformed_requests_total", reason="not_a_pod") == 0
+
+
 async def test_pod_delete_without_object_is_not_malformed(server, client):
     body = review_body()
     request = body["request"]
@@ -412,11 +426,14 @@ async def test_half_written_or_mismatched_files_keep_the_old_certificate(tls, ca
         assert reloader.check() is False
         assert "KEY_VALUES_MISMATCH" in reloader.last_error or "key values mismatch" in reloader.last_error
         assert await served_serial("127.0.0.1", server.port, ctx) == old_serial
-        assert reloader.check() is False  # unchanged files are not retried
+        logged = len(caplog.records)
+        assert reloader.check() is False  # unchanged files are not retried, so the failure is not logged again
+        assert len(caplog.records) == logged
 
         tls.key_path.write_bytes(key)  # the writer finishes
         assert reloader.check() is True and reloader.last_error is None
         assert await served_serial("127.0.0.1", server.port, ctx) == new_serial
+        assert reloader.check() is False  # nothing changed since: no second reload
         assert sample(server.registry, "burstflow_webhook_tls_reloads_total") == 1
 
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -25,7 +26,8 @@ from burstflow.clock import FakeClock
 from tests.conftest import ROOT
 from tests.kubefixtures import apply_crds
 from tests.tls import TlsFiles
-from webhook.admitter import ClusterServices, PodAdmitter, from_settings, resolve_cluster_mode
+from webhook.admitter import (SERVICE_ACCOUNT_NAMESPACE, ClusterServices, PodAdmitter, from_settings,
+                              resolve_cluster_mode)
 from webhook.metrics import WebhookMetrics
 from webhook.pools.demo import webhook_configuration, workflow_pod
 from webhook.pools.model import POOL_LABEL
@@ -131,7 +133,11 @@ def test_pod_name_and_namespace_become_identity_and_lease_namespace():
     explicit = WebhookSettings.from_env({"POD_NAME": "pod", "BURSTFLOW_WEBHOOK_IDENTITY": "replica-a"})
     assert explicit.identity == "replica-a"
     services = ClusterServices(settings=WebhookSettings(), admitter=PodAdmitter(store=None))
-    assert services.identity and services.lease_namespace  # host name and "default" outside a pod
+    account_namespace = Path(SERVICE_ACCOUNT_NAMESPACE)
+    in_a_pod = account_namespace.is_file() and account_namespace.read_text().strip()
+    assert (services.identity, services.lease_namespace) == (socket.gethostname(), in_a_pod or "default")
+    services = ClusterServices(settings=settings, admitter=PodAdmitter(store=None))
+    assert (services.identity, services.lease_namespace) == ("burstflow-webhook-7d9c-x2", "burstflow-system")
 
 
 @pytest.mark.parametrize("overrides, message", [

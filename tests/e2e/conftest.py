@@ -91,14 +91,17 @@ async def _wait_ready(url: str, context: ssl.SSLContext | None, process: subproc
             await asyncio.sleep(0.2)
 
 
-def _stop(process: subprocess.Popen) -> None:
+async def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then wait without blocking the event loop: the local ApiSim runs on this loop, and a child that
+    releases its Lease or closes its watches on the way out needs it to answer (a blocking wait stalled each
+    teardown for the child's whole request timeout)."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=25)
+            await asyncio.to_thread(process.wait, 25)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            await asyncio.to_thread(process.wait)
 
 
 @pytest.fixture
@@ -147,7 +150,7 @@ async def webhook_process(kube: Kube, kubeconfig: str, kube_target, burstflow_cr
             except NotFound:
                 pass
     finally:
-        _stop(process)
+        await _stop(process)
 
 
 @pytest.fixture
@@ -171,4 +174,4 @@ async def cron_process(kubeconfig: str, burstflow_crds, argo_crds_minimal, names
         await _wait_ready(f"http://127.0.0.1:{metrics_port}/healthz", None, process, log)
         yield process
     finally:
-        _stop(process)
+        await _stop(process)
