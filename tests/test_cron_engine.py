@@ -1,7 +1,6 @@
 """The pure scheduling engine, CronJob-style tables with named instants, and days of simulated time in milliseconds."""
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
