@@ -256,7 +256,8 @@ def _api_client(configuration: k8s_client.Configuration, *, trust_env: bool) -> 
 class Kube:
     """A connection to one API server. Open it with `await Kube.connect(...)`, close it with `close()` or
     `async with`. All methods take and return plain dicts; every failure is a KubeError subclass (connection
-    errors and timeouts are Unavailable), except `emit_event`, which never raises.
+    errors and timeouts are Unavailable), except `emit_event`, which never raises. `Kube(api)` wraps an ApiClient
+    exactly as given (a plain `ApiClient` trusts the environment's proxy settings; see `connect`).
     """
 
     def __init__(self, api: k8s_client.ApiClient, *, request_timeout: float = 10.0,
