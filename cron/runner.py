@@ -841,7 +841,7 @@ def configure_logging(settings: CronSettings, stream=None) -> None:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `burstflow cron run`; each overrides its `BURSTFLOW_CRON_*` variable (see docs/cron-service.md)."""
+    """The flags of `burstflow cron run`; each overrides its `BURSTFLOW_CRON_*` variable (README.md, "Running the cron service")."""
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
     parser.add_argument("--namespace", help="watch only this namespace (default: all namespaces)")
     parser.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (default 9090)")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Annotation and label keys, as the providers document them (see docs/policies.md for sources).
+# Annotation and label keys, as the providers document them (README.md, "Provider presets").
 VCI_BURST = "vke.volcengine.com/burst-to-vci"
 VCI_SUBNETS = "vke.volcengine.com/preferred-subnet-ids"
 VCI_INSTANCE_FAMILY = "vci.vke.volcengine.com/preferred-instance-family"

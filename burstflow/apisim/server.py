@@ -904,6 +904,8 @@ class ApiSim:
         deadline = start + timeout
         next_bookmark = start + self.bookmark_interval
         closing = asyncio.ensure_future(self._closing.wait())
+        getter: asyncio.Future | None = None
+        sleeper: asyncio.Future | None = None
         try:
             while True:
                 lines = []
@@ -935,7 +937,10 @@ class ApiSim:
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
-            closing.cancel()
+            # Also when the handler itself is cancelled (client gone, server stopping): nothing left pending.
+            for pending in (closing, getter, sleeper):
+                if pending is not None:
+                    pending.cancel()
             self.store.stop_watch(watcher)
         try:
             await resp.write_eof()
