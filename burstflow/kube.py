@@ -24,6 +24,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from burstflow.aio import cancel_and_wait
 from burstflow.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -623,12 +624,7 @@ class Reflector:
     async def stop(self) -> None:
         """Stop watching and wait for the task to end. The cache keeps its last contents."""
         self._stopping = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def __aenter__(self) -> Reflector:
         self.start()

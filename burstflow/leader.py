@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from burstflow.aio import cancel_and_wait
 from burstflow.clock import Clock, SystemClock
 from burstflow.kube import LEASES, AlreadyExists, Conflict, Kube, KubeError, NotFound
 
@@ -135,12 +136,7 @@ class LeaderElector:
         waiting for the lease to expire. `release=False` behaves like a crashed process.
         """
         self._release_on_stop = release
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def __aenter__(self) -> LeaderElector:
         self.start()

@@ -19,6 +19,7 @@ from burstflow.kube import (
     Unavailable, WatchEvent, error_from_status, resource_for_crd,
 )
 from tests.conftest import FIXTURES, load_api
+from tests.waiting import until
 
 pytestmark = pytest.mark.kube
 
@@ -570,16 +571,6 @@ async def test_emit_event_never_raises(kube):
 
 
 # ------------------------------------------------------------------------------------------------- reflector
-
-
-async def until(condition, *, timeout: float = 5.0, what: str = "condition") -> None:
-    """Wait for I/O in flight (real HTTP to the sim) to produce `condition()`; never used to let time pass."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 class Mirror:

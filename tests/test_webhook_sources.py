@@ -22,31 +22,10 @@ from tests.kubefixtures import apply_crds
 from webhook.admitter import PodAdmitter, PolicyStore
 from webhook.metrics import WebhookMetrics
 from webhook.sources import SYNC_WARNING_SECONDS, ClusterPolicySource
+from tests.waiting import until
 
 CRDS = ROOT / "manifests" / "base" / "crds"
 TEAM = "burstflow.io/test-team"
-
-
-async def until(condition, *, timeout: float = 5.0, what: str = "condition") -> None:
-    """Wait for I/O in flight (watch events from the API) to produce `condition()`; never used to let time pass."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-async def until_async(condition, *, timeout: float = 5.0, what: str = "condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def pod_request(namespace: str, *, uid: str | None = None) -> dict:
@@ -155,16 +134,16 @@ async def test_created_then_updated_profile_is_picked_up_without_restart(kube, n
 
     await kube.create(k.BURSTPROFILES, profile(name, marked, "red"))
     cleanup(k.BURSTPROFILES, name)
-    await until_async(lambda: _is(admitted_team(admitter, namespace), "red"), what="the new profile")
+    await until(lambda: _is(admitted_team(admitter, namespace), "red"), what="the new profile")
 
     current = await kube.get(k.BURSTPROFILES, name)
     current["spec"]["annotations"][TEAM] = "blue"
     await kube.replace(k.BURSTPROFILES, current)
-    await until_async(lambda: _is(admitted_team(admitter, namespace), "blue"), what="the updated profile")
+    await until(lambda: _is(admitted_team(admitter, namespace), "blue"), what="the updated profile")
     assert sample(registry, "burstflow_webhook_policies_loaded", kind="BurstProfile") >= 1
 
     await kube.delete(k.BURSTPROFILES, name)
-    await until_async(lambda: _is(admitted_team(admitter, namespace), None), what="the deleted profile to go")
+    await until(lambda: _is(admitted_team(admitter, namespace), None), what="the deleted profile to go")
 
 
 async def _is(awaitable, expected) -> bool:
@@ -177,13 +156,13 @@ async def test_invalid_update_keeps_last_good_version_and_warns_on_the_object(ku
     name = f"{marked}-team"
     await kube.create(k.BURSTPROFILES, profile(name, marked, "red"))
     cleanup(k.BURSTPROFILES, name)
-    await until_async(lambda: _is(admitted_team(admitter, namespace), "red"), what="the valid profile")
+    await until(lambda: _is(admitted_team(admitter, namespace), "red"), what="the valid profile")
     good_version = (await kube.get(k.BURSTPROFILES, name))["metadata"]["resourceVersion"]
 
     broken = profile(name, marked, "green", expression="object.metadata.labels[")
     broken["metadata"]["resourceVersion"] = good_version
     await kube.replace(k.BURSTPROFILES, broken)
-    [event] = await until_async(lambda: events_about(kube, name), what="the Warning Event")
+    [event] = await until(lambda: events_about(kube, name), what="the Warning Event")
     assert (event["type"], event["reason"]) == ("Warning", "InvalidPolicy")
     assert event["involvedObject"]["kind"] == "BurstProfile" and event["involvedObject"]["name"] == name
     assert "spec.match.matchConditions[0].expression" in event["message"]
@@ -194,8 +173,8 @@ async def test_invalid_update_keeps_last_good_version_and_warns_on_the_object(ku
     fixed = await kube.get(k.BURSTPROFILES, name)
     fixed["spec"] = profile(name, marked, "green")["spec"]
     await kube.replace(k.BURSTPROFILES, fixed)
-    await until_async(lambda: _is(admitted_team(admitter, namespace), "green"), what="the fixed profile")
-    events = await until_async(lambda: _at_least(events_about(kube, name), 2), what="the recovery Event")
+    await until(lambda: _is(admitted_team(admitter, namespace), "green"), what="the fixed profile")
+    events = await until(lambda: _at_least(events_about(kube, name), 2), what="the recovery Event")
     assert (events[-1]["type"], events[-1]["reason"]) == ("Normal", "PolicyValid")
     assert sample(registry, "burstflow_webhook_policy_load_errors_total", source="cluster") == 1
 
@@ -212,7 +191,7 @@ async def test_new_invalid_object_is_left_out_and_valid_ones_stay(kube, namespac
     cleanup(k.BURSTPROFILES, good)
     await kube.create(k.BURSTPROFILES, profile(bad, marked, "zzz", expression="1 +"))
     cleanup(k.BURSTPROFILES, bad)
-    [event] = await until_async(lambda: events_about(kube, bad), what="the Warning Event")
+    [event] = await until(lambda: events_about(kube, bad), what="the Warning Event")
     assert event["message"].endswith("it is not in effect until it is fixed")
     assert await admitted_team(admitter, namespace) == "red"
     names = {p.name for p in source.store.policies.profiles}
@@ -257,7 +236,7 @@ async def test_namespace_label_added_later_is_seen_through_the_watch(kube, kube_
     assert await admitted_team(admitter, namespace) is None
 
     await kube.patch(k.NAMESPACES, namespace, {"metadata": {"labels": {key: "yes"}}})
-    await until_async(lambda: _is(admitted_team(admitter, namespace), "red"), what="the label via the watch")
+    await until(lambda: _is(admitted_team(admitter, namespace), "red"), what="the label via the watch")
     for _ in range(20):
         assert await admitted_team(admitter, namespace) == "red"
     if sim is not None:
@@ -281,7 +260,7 @@ async def test_vci_profile_configmap_in_kube_system_is_applied(kube, kube_target
         f'"effect": {{"annotations": {{"{TEAM}": "from-vci-profile"}}}}}}]')
     await kube.create(k.CONFIGMAPS, configmap)
     try:
-        await until_async(lambda: _is(admitted_team(admitter, namespace), "from-vci-profile"),
+        await until(lambda: _is(admitted_team(admitter, namespace), "from-vci-profile"),
                           what="the vci-profile ConfigMap")
         outcome = await admitter.admit(pod_request(namespace))
         assert "vci.vke.volcengine.com/node-type" in str(outcome.response.get("patch") and
@@ -293,7 +272,7 @@ async def test_vci_profile_configmap_in_kube_system_is_applied(kube, kube_target
         assert all(("kube-system", "unrelated") not in r.cache for r in source.reflectors)
     finally:
         await kube.delete(k.CONFIGMAPS, "vci-profile", namespace="kube-system")
-    await until_async(lambda: _is(admitted_team(admitter, namespace), None), what="the deleted ConfigMap to go")
+    await until(lambda: _is(admitted_team(admitter, namespace), None), what="the deleted ConfigMap to go")
     assert sample(registry, "burstflow_webhook_policies_loaded", kind="ConfigMapProfile") == 0
 
 
@@ -316,7 +295,7 @@ async def test_files_and_cluster_combine_and_a_file_wins_a_name_clash(kube, name
     clash["spec"]["priority"] = 500
     await kube.create(k.BURSTPROFILES, clash)
     cleanup(k.BURSTPROFILES, from_file)
-    [event] = await until_async(lambda: events_about(kube, from_file), what="the shadowed Event")
+    [event] = await until(lambda: events_about(kube, from_file), what="the shadowed Event")
     assert event["reason"] == "PolicyShadowed" and str(tmp_path / "profiles.yaml") in event["message"]
     assert await admitted_team(admitter, namespace) == "from-file"
 

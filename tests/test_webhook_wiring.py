@@ -33,22 +33,10 @@ from webhook.pools.demo import webhook_configuration, workflow_pod
 from webhook.pools.model import POOL_LABEL
 from webhook.server import Server, serve
 from webhook.settings import WebhookSettings
+from tests.waiting import until
 
 CRDS = ROOT / "manifests" / "base" / "crds"
 LEASE = "burstflow-pool-reconciler"
-
-
-async def until(condition, *, timeout: float = 10.0, what: str = "condition"):
-    """Wait for I/O in flight to produce a truthy `await condition()`; never used to let time pass."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def settings_for(tls: TlsFiles, **overrides) -> WebhookSettings:
