@@ -142,3 +142,127 @@ def test_webhook_serve_is_registered(capsys):
         main(["webhook", "serve", "--help"])
     assert exit_info.value.code == 0
     assert "usage: burstflow webhook serve" in capsys.readouterr().out
+
+
+def pool_pod(labels: dict | None = None, namespace: str = "argo") -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "step-1", "namespace": namespace,
+                         "labels": {"workflows.argoproj.io/workflow-pool": "burst"} if labels is None else labels},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+
+
+def write_pod(tmp_path, pod: dict):
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump(pod))
+    return path
+
+
+INSTANCE_TERM = {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                       "values": ["ecs.g7.2xlarge"]}]}
+VIRTUAL_TERM = {"matchExpressions": [{"key": "type", "operator": "In", "values": ["virtual-kubelet"]}]}
+
+
+def test_mutate_places_a_selected_pod_in_the_first_pool(tmp_path, capsys):
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pool_pod()))], capsys)
+    assert code == 0, err
+    expected = pool_pod()
+    expected["metadata"]["labels"]["burstflow.io/pool"] = "own-nodes"
+    expected["metadata"]["annotations"] = {"burstflow.io/resource-policy": "workflow-pools"}
+    expected["spec"]["affinity"] = {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [INSTANCE_TERM, VIRTUAL_TERM]},
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": INSTANCE_TERM},
+                                                            {"weight": 50, "preference": VIRTUAL_TERM}]}}
+    assert yaml.safe_load(out) == expected
+    assert "# pool: own-nodes (ResourcePolicy argo/workflow-pools; usage assumed: own-nodes 0/5, vci 0/100, " \
+           "overflow 0/-)\n" in err
+    assert "# pool placement is a dry run: no reservation token, no API call" in err
+
+
+def test_mutate_pool_usage_moves_the_pod_to_the_next_pool(tmp_path, capsys):
+    path = write_pod(tmp_path, pool_pod())
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(path), "-o", "patch", "--pool-usage", "own-nodes=5"],
+                         capsys)
+    assert code == 0, err
+    assert json.loads(out) == [
+        {"op": "add", "path": "/metadata/labels/burstflow.io~1pool", "value": "vci"},
+        {"op": "add", "path": "/metadata/annotations",
+         "value": {"burstflow.io/resource-policy": "workflow-pools", "vke.volcengine.com/burst-to-vci": "enforce"}},
+        {"op": "add", "path": "/spec/affinity", "value": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [VIRTUAL_TERM]}}}},
+        {"op": "add", "path": "/spec/tolerations", "value": [
+            {"key": "vci.vke.volcengine.com/node-type", "operator": "Equal", "value": "vci", "effect": "NoSchedule"}]},
+    ]
+    assert "# pool: vci (ResourcePolicy argo/workflow-pools; usage assumed: own-nodes 5/5, vci 0/100, " \
+           "overflow 0/-)\n" in err
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(path), "-o", "json", "--pool-usage",
+                          "own-nodes=5,vci=100"], capsys)
+    mutated = json.loads(out)
+    assert mutated["metadata"]["labels"]["burstflow.io/pool"] == "overflow"
+    assert mutated["spec"]["tolerations"] == [{"key": "virtual-kubelet.io/provider", "operator": "Exists",
+                                               "effect": "NoSchedule"}]
+
+
+def test_mutate_diff_shows_the_pool(tmp_path, capsys):
+    code, out, _ = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pool_pod())), "-o", "diff",
+                        "--pool-usage", "own-nodes=5", "--pool-usage", "vci=3"], capsys)
+    assert code == 0
+    assert "+    burstflow.io/pool: vci\n" in out
+    assert "+    vke.volcengine.com/burst-to-vci: enforce\n" in out
+
+
+def test_mutate_pod_not_selected_is_untouched_by_pools(tmp_path, capsys):
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pool_pod(labels={}))), "-o", "patch",
+                          "--pool-usage", "own-nodes=5"], capsys)
+    assert code == 0 and json.loads(out) == []
+    assert "# pool: none (no ResourcePolicy in namespace 'argo' selects this pod)\n" in err
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(ARGO), "-o", "json"], capsys)
+    golden = json.loads((ROOT / "tests" / "golden" / "pod-create-argo-workflow-pod.expected.json").read_text())
+    assert json.loads(out) == golden["object"]
+    assert "# pool: none (no ResourcePolicy in namespace 'argo-jobs' selects this pod)\n" in err
+
+
+def test_mutate_leaves_a_pod_unplaced_when_its_policy_says_so(tmp_path, capsys):
+    """vke-resourcepolicy caps each pool at 10 % of its pods: the first pod fits nowhere and is left unplaced."""
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pool_pod({"resource": "vci"})))],
+                         capsys)
+    assert code == 0, err
+    metadata = yaml.safe_load(out)["metadata"]
+    assert metadata["labels"] == {"resource": "vci", "burstflow.io/pool": ""}
+    assert metadata["annotations"] == {"burstflow.io/resource-policy": "vke-resourcepolicy"}
+    assert "# pool: none, left unplaced (ResourcePolicy argo/vke-resourcepolicy; usage assumed: ecs-pool 0/0, " \
+           "vci-pool 0/0)\n" in err
+
+
+def test_mutate_reports_a_denial_with_exit_3(tmp_path, capsys):
+    (tmp_path / "rp.yaml").write_text(
+        "apiVersion: burstflow.io/v1alpha1\nkind: ResourcePolicy\nmetadata: {name: small, namespace: argo}\n"
+        "spec:\n  selector: {matchLabels: {app: x}}\n  whenAllFull: Deny\n  subsets:\n  - {name: a, maxReplicas: 2}\n")
+    pod = write_pod(tmp_path, pool_pod({"app": "x"}))
+    code, out, err = run(["mutate", "-p", str(tmp_path / "rp.yaml"), str(pod), "--pool-usage", "a=2"], capsys)
+    assert code == 3 and out == ""
+    assert "# pool: denied (HTTP 429: every pool of ResourcePolicy argo/small is full (a 2/2); retry later) " \
+           "(ResourcePolicy argo/small; usage assumed: a 2/2)\n" in err
+
+
+@pytest.mark.parametrize("value, message", [
+    ("own-nodes", "--pool-usage 'own-nodes': expected SUBSET=N (e.g. own-nodes=5)"),
+    ("=3", "--pool-usage '=3': expected SUBSET=N (e.g. own-nodes=5)"),
+    ("vci=x", "--pool-usage 'vci=x': N must be a whole number >= 0, not 'x'"),
+    ("vci=-1", "--pool-usage 'vci=-1': N must be a whole number >= 0, not '-1'"),
+    ("vci=", "--pool-usage 'vci=': N must be a whole number >= 0, not ''"),
+    ("vci=1,vci=2", "--pool-usage: subset 'vci' is given twice"),
+    ("gpu=1", "--pool-usage gpu=1: ResourcePolicy argo/workflow-pools (the one selecting this pod) has no subset "
+              "'gpu'; its subsets: own-nodes, vci, overflow"),
+], ids=["no count", "no name", "not a number", "negative", "empty", "twice", "unknown subset"])
+def test_mutate_bad_pool_usage(value, message, tmp_path, capsys):
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pool_pod())), "--pool-usage", value],
+                         capsys)
+    assert code == 2 and out == ""
+    assert err == f"burstflow mutate: {message}\n"
+
+
+def test_mutate_pool_usage_unknown_everywhere_for_an_unselected_pod(tmp_path, capsys):
+    code, _, err = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pool_pod(labels={}))),
+                        "--pool-usage", "gpu=1"], capsys)
+    assert code == 2
+    assert err == "burstflow mutate: --pool-usage gpu=1: no ResourcePolicy in --policies has a subset 'gpu'\n"
