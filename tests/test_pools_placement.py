@@ -185,6 +185,16 @@ def test_shaping_twice_changes_nothing(subset):
     assert shape_pod(once, policy=ANYWAY, subset=subset, token="other") == once
 
 
+def test_a_toleration_a_profile_already_added_is_not_added_again():
+    """Same identity rule as BurstProfiles: an omitted operator means Equal, key order does not matter."""
+    pod = argo_pod()
+    assert VCI_TOLERATION["operator"] == "Equal"
+    profile_added = {k: v for k, v in VCI_TOLERATION.items() if k != "operator"}
+    pod["spec"]["tolerations"] = [*(pod["spec"].get("tolerations") or []), dict(reversed(profile_added.items()))]
+    shaped = shape_pod(pod, policy=ANYWAY, subset=1, token="t1")
+    assert shaped["spec"]["tolerations"] == pod["spec"]["tolerations"]
+
+
 def test_previous_placement_reads_the_token_and_label():
     shaped = shape_pod(argo_pod(), policy=ANYWAY, subset=1, token="t1")
     assert previous_placement(shaped, ANYWAY) == ("t1", 1)

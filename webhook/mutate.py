@@ -101,13 +101,6 @@ class PodDraft:
         self.writable_dict(*section)[key] = value
         return True
 
-    def add_toleration(self, toleration: Mapping[str, Any]) -> bool:
-        """Append `toleration` unless an identical one is present."""
-        if toleration_key(toleration) in self.toleration_keys():
-            return False
-        self.writable_list("spec", "tolerations").append(dict(toleration))
-        return True
-
     def toleration_keys(self) -> list[tuple[Any, ...]]:
         """`policy.toleration_key` of each toleration the pod has now (entries that are not objects are left out)."""
         existing = self.get("spec", "tolerations")

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.policy import toleration_key
 from webhook.providers import Effect
 from webhook.pools.model import (DO_NOT_SCHEDULE, LAST_POOL, POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION,
                                  UNPLACED, ResourcePolicy)
@@ -153,8 +154,12 @@ def _add_tolerations(spec: dict[str, Any], tolerations: Sequence[Mapping[str, An
     if not tolerations:
         return
     existing = spec.get("tolerations") or []
+    present = {toleration_key(t) for t in existing if isinstance(t, Mapping)}
     for toleration in tolerations:
-        if toleration not in existing:
+        # The same identity rule as BurstProfiles (operator defaults to Equal), so a toleration a profile
+        # already added is not added again by the pool.
+        if toleration_key(toleration) not in present:
+            present.add(toleration_key(toleration))
             existing.append(copy.deepcopy(dict(toleration)))
     spec["tolerations"] = existing
 
