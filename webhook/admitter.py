@@ -135,8 +135,8 @@ class PodAdmitter:
                                    "denied", profiles)
                 if placement.pod is not None:
                     decision.draft.pod = placement.pod
-        response = decision.response()
-        return Outcome(response, decision.outcome, profiles)
+        response, outcome = decision.respond()
+        return Outcome(response, outcome, profiles)
 
 
 def resolve_cluster_mode(settings: Any, environ: Mapping[str, str]) -> bool:

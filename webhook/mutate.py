@@ -202,7 +202,8 @@ def _json_equal(a: Any, b: Any) -> bool:
 class Decision:
     """The pure verdict on one admission request.
 
-    outcome: "mutated" | "unchanged" | "skipped" | "error". `draft` is None when the request is not a pod CREATE
+    outcome: what `decide` found: "unchanged" | "skipped" | "error"; `respond()` turns "unchanged" into "mutated"
+    when the final draft differs from the request (the diff is only taken there, once). `draft` is None when the request is not a pod CREATE
     we look at; otherwise it holds the edited pod (a placement step may edit it further before `response()`).
     """
 
@@ -227,14 +228,19 @@ class Decision:
     def patch(self) -> list[dict[str, Any]]:
         return diff(self.draft.original, self.draft.pod) if self.draft else []
 
-    def response(self) -> dict[str, Any]:
-        """The AdmissionReview response: uid echoed; no patch keys when nothing changed."""
+    def respond(self) -> tuple[dict[str, Any], str]:
+        """(the AdmissionReview response, the final outcome). The patch is computed once, here: the outcome is
+        "mutated" exactly when it is non-empty (a placement step may have edited the draft after `decide`);
+        otherwise the outcome `decide` recorded. The uid is always echoed; no patch keys when nothing changed."""
         if self.outcome == "error":
-            return admission.errored(self.uid, self.code or 400, self.reason)
+            return admission.errored(self.uid, self.code or 400, self.reason), self.outcome
         patch = self.patch()
-        if patch:
-            self.outcome = "mutated"
-        return admission.patched(self.uid, patch, warnings=self.warnings or None)
+        response = admission.patched(self.uid, patch, warnings=self.warnings or None)
+        return response, ("mutated" if patch else self.outcome)
+
+    def response(self) -> dict[str, Any]:
+        """The AdmissionReview response alone (see `respond`)."""
+        return self.respond()[0]
 
 
 def namespace_view(namespaces: NamespaceLookup | None, name: str) -> tuple[Mapping[str, str], dict[str, Any], bool]:
