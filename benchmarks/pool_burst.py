@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from burstflow import kube as k  # noqa: E402
 from burstflow.apisim import ApiSim  # noqa: E402
-from webhook.pools.demo import CRD, TlsDir, start_webhook, workflow_pod  # noqa: E402
+from burstflow.certs import TlsDir  # noqa: E402
+from webhook.pools.demo import CRD, start_webhook, workflow_pod  # noqa: E402
 from webhook.pools.model import POOL_LABEL, compile_resource_policy  # noqa: E402
 
 NAMESPACE = "bench"

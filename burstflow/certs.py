@@ -144,6 +144,22 @@ def issue_serving_cert(ca: Issued, *, names: Sequence[str], now: datetime, days:
     return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+class TlsDir:
+    """A throwaway one-day CA and serving certificate for 127.0.0.1 / localhost, written to `directory` (tls.crt,
+    tls.key): what `generate` does for a Service, for the demo, the pool benchmark and local runs."""
+
+    def __init__(self, directory: Path) -> None:
+        now = datetime.now(timezone.utc)
+        ca = create_ca(common_name="burstflow-demo-ca", now=now, days=1)
+        serving = issue_serving_cert(ca, names=["127.0.0.1", "localhost"], now=now, days=1)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.cert_path = directory / "tls.crt"
+        self.key_path = directory / "tls.key"
+        self.cert_path.write_bytes(serving.cert_pem)
+        self.key_path.write_bytes(serving.key_pem)
+        self.ca_pem = ca.cert_pem
+
+
 def secret_manifest(*, name: str, namespace: str, serving: Issued, ca_pem: bytes) -> dict:
     """The `kubernetes.io/tls` Secret the webhook mounts (`ca.crt` included, as cert-manager writes it)."""
 

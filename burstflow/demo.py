@@ -31,7 +31,7 @@ async def webhook_demo() -> None:
     from webhook.admission import decode_patch
     from webhook.admitter import PodAdmitter, store_from_paths
     from webhook.mutate import decide
-    from webhook.pools.demo import TlsDir
+    from burstflow.certs import TlsDir
     from webhook.server import Server
     from webhook.settings import WebhookSettings
 

@@ -36,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from burstflow.clock import Clock, SystemClock
+from burstflow.timefmt import parse_time
 from burstflow.leader import LeaderElector
 from burstflow.kube import (
     CRON_WORKFLOWS,
@@ -81,16 +82,6 @@ def _newer(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> Mapping[
     if ra is not None and rb is not None and ra > rb:
         return a
     return b
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 class CronLeaderElector(LeaderElector):
@@ -630,7 +621,7 @@ class CronRunner:
         status, counted = engine.reconcile_children(status, children)
         for child in counted:
             log.info("run finished", extra={"fields": _key_fields(key, workflow=child.name, phase=child.phase)})
-        created_at = _parse_time(meta.get("creationTimestamp")) or now
+        created_at = parse_time(meta.get("creationTimestamp")) or now
         decision: Plan = engine.plan(
             spec,
             status,

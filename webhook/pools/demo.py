@@ -6,14 +6,13 @@ import asyncio
 import base64
 import collections
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prometheus_client import CollectorRegistry
 
-from burstflow import certs
+from burstflow.certs import TlsDir
 from burstflow import kube as k
 from burstflow.clock import SystemClock
 from webhook.admitter import PodAdmitter, PolicyStore
@@ -36,21 +35,6 @@ def workflow_pod(namespace: str, labels: dict[str, str], index: int) -> dict[str
                          "annotations": {"workflows.argoproj.io/node-name": f"render-frames[{index}]"}},
             "spec": {"restartPolicy": "Never",
                      "containers": [{"name": "main", "image": "alpine:3.20", "command": ["sh", "-c", "render"]}]}}
-
-
-class TlsDir:
-    """A throwaway CA and serving certificate for 127.0.0.1 (what `burstflow certs generate` does for a Service)."""
-
-    def __init__(self, directory: Path) -> None:
-        now = datetime.now(timezone.utc)
-        ca = certs.create_ca(common_name="burstflow-demo-ca", now=now, days=1)
-        serving = certs.issue_serving_cert(ca, names=["127.0.0.1", "localhost"], now=now, days=1)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.cert_path = directory / "tls.crt"
-        self.key_path = directory / "tls.key"
-        self.cert_path.write_bytes(serving.cert_pem)
-        self.key_path.write_bytes(serving.key_pem)
-        self.ca_pem = ca.cert_pem
 
 
 async def start_webhook(*, kube: k.Kube, tls: TlsDir, policies: list[ResourcePolicy] | None, identity: str,
