@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -241,31 +241,40 @@ def schema_errors(obj: Mapping[str, Any]) -> list[PolicyError]:
               for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
     if errors:
         return errors
-    _unknown_fields(obj, schema, [], errors)
-    if errors:
-        return errors
-    _cel_rules(obj, schema, [], errors)
+    for check in (_unknown_fields, _cel_rules):
+        for value, node_schema, path in _nodes(obj, schema, []):
+            check(value, node_schema, path, errors)
+        if errors:
+            return errors
     return errors
 
 
-def _unknown_fields(value: Any, schema: Mapping[str, Any], path: list[Any], errors: list[PolicyError]) -> None:
+def _nodes(value: Any, schema: Mapping[str, Any], path: list[Any]) -> Iterator[tuple[Any, Mapping[str, Any], list[Any]]]:
+    """Every (value, its schema, its path) in `value`, pre-order, wherever the schema describes the value."""
+    yield value, schema, path
     if isinstance(value, Mapping):
-        properties = schema.get("properties")
-        if properties is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            for key in value:
-                if key not in properties and "additionalProperties" not in schema:
-                    known = ", ".join(sorted(properties))
-                    errors.append(PolicyError(f"unknown field {key!r} (known: {known})",
-                                              path=_format_path(path + [key])))
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
         for key, item in value.items():
-            sub = (properties or {}).get(key)
-            if sub is None and isinstance(schema.get("additionalProperties"), Mapping):
-                sub = schema["additionalProperties"]
+            sub = properties.get(key)
+            if sub is None and isinstance(extra, Mapping):
+                sub = extra
             if sub is not None:
-                _unknown_fields(item, sub, path + [key], errors)
+                yield from _nodes(item, sub, path + [key])
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         for index, item in enumerate(value):
-            _unknown_fields(item, schema["items"], path + [index], errors)
+            yield from _nodes(item, schema["items"], path + [index])
+
+
+def _unknown_fields(value: Any, schema: Mapping[str, Any], path: list[Any], errors: list[PolicyError]) -> None:
+    properties = schema.get("properties")
+    if (not isinstance(value, Mapping) or properties is None or "additionalProperties" in schema
+            or schema.get("x-kubernetes-preserve-unknown-fields")):
+        return
+    for key in value:
+        if key not in properties:
+            known = ", ".join(sorted(properties))
+            errors.append(PolicyError(f"unknown field {key!r} (known: {known})", path=_format_path(path + [key])))
 
 
 @functools.lru_cache(maxsize=None)
@@ -283,18 +292,9 @@ def _cel_rules(value: Any, schema: Mapping[str, Any], path: list[Any], errors: l
         else:
             detail = ""
         if ok is not True:
+            field_path = list(filter(None, [rule.get("fieldPath", "").lstrip(".")]))
             errors.append(PolicyError(rule.get("message", f"failed rule: {rule['rule']}") + detail,
-                                      path=_format_path(path + list(filter(None, [rule.get("fieldPath", "").lstrip(".")])))))
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            sub = (schema.get("properties") or {}).get(key)
-            if sub is None and isinstance(schema.get("additionalProperties"), Mapping):
-                sub = schema["additionalProperties"]
-            if sub is not None:
-                _cel_rules(item, sub, path + [key], errors)
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for index, item in enumerate(value):
-            _cel_rules(item, schema["items"], path + [index], errors)
+                                      path=_format_path(path + field_path)))
 
 
 # --- compile ----------------------------------------------------------------------------------------------------
