@@ -121,9 +121,9 @@ async def webhook_process(kube: Kube, kubeconfig: str, kube_target, burstflow_cr
         "BURSTFLOW_WEBHOOK_METRICS_ADDRESS": "127.0.0.1",
         "BURSTFLOW_WEBHOOK_METRICS_PORT": str(metrics_port),
         "BURSTFLOW_WEBHOOK_KUBECONFIG": kubeconfig,
-        # Policies from the cluster are watched; the file source carries the one profile the tests rely on, so
-        # the suite also runs against a webhook build that only reads files.
-        "BURSTFLOW_WEBHOOK_POLICY_PATHS": str(ROOT / "policies" / "profile-seccomp-only.yaml"),
+        # Policies come only from the cluster (the tests create them through the API), so the watch is what is
+        # tested.
+        "BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER": "true",
         # Nothing is in flight when the fixture stops the process.
         "BURSTFLOW_WEBHOOK_DRAIN_TIMEOUT_SECONDS": "1",
     }
