@@ -6,6 +6,11 @@ wheel exists. Both are wrapped behind `compile()` / `Program.evaluate()` so call
 the CEL test table runs on both so they agree.
 
 Engine selection: `BURSTFLOW_CEL_ENGINE=native|python` forces one; otherwise native when importable.
+
+Cost bound: expressions come from whoever may create a policy or a CronWorkflow, and CEL's only loops are the
+comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`). Both engines stop an evaluation once it has
+run `ITERATION_BUDGET` comprehension iterations (nested ones included) and raise the same short `CelError`
+(`BUDGET_MESSAGE`); nothing else in CEL grows with the input faster than the expression's own length.
 """
 from __future__ import annotations
 
@@ -16,6 +21,13 @@ from typing import Any
 
 NATIVE = "native"
 PYTHON = "python"
+# The native runtime's built-in comprehension budget (cel-cpp `comprehension_max_iterations`, not settable from
+# cel-expr-python): an evaluation may run at most 9,999 iterations. The cel-python fallback counts the same way, so
+# an expression behaves identically on both (a 10,000-element `all()` fails on both; 9,999 passes on both).
+ITERATION_BUDGET = 10_000
+BUDGET_MESSAGE = f"iteration budget exceeded (at most {ITERATION_BUDGET - 1} comprehension iterations)"
+# Engine messages can quote the input (values, parts of the expression); callers print them next to a field path.
+MAX_MESSAGE_CHARS = 240
 
 
 class CelError(ValueError):
@@ -77,7 +89,7 @@ class Environment:
             import celpy
 
             self._celpy = celpy
-            self._env = celpy.Environment()
+            self._env = celpy.Environment(runner_class=_bounded_runner_class())
         else:
             raise CelError(f"unknown CEL engine {self.engine!r}")
 
@@ -89,13 +101,15 @@ class Environment:
             try:
                 compiled = self._env.compile(expression)
             except RuntimeError as exc:
-                raise CelError(_clean_native_message(str(exc))) from None
+                # The first line says where and what was expected ("1:8: Syntax error: mismatched input ')'
+                # expecting {...}"); the following lines re-print the expression with a caret.
+                raise CelError(_clean_native_message(str(exc)).splitlines()[0].strip()) from None
             return Program(self, expression, compiled)
         try:
             ast = self._env.compile(expression)
             program = self._env.program(ast)
         except Exception as exc:  # celpy raises several parser/compile error types
-            raise CelError(str(exc).strip()) from None
+            raise CelError(_celpy_compile_message(exc, expression)) from None
         undeclared = _undeclared_python_names(ast, self.variables)
         if undeclared:
             raise CelError(f"undeclared reference to {undeclared!r}")
@@ -131,15 +145,17 @@ class Program:
             except RuntimeError as exc:
                 raise CelError(_clean_native_message(str(exc))) from None
             if str(result.type()) == "ERROR":
-                raise CelError(str(result.value()))
+                raise CelError(_short(_clean_native_message(str(result.value()))))
             return result.plain_value()
         celpy = self.env._celpy
         try:
             result = self._compiled.evaluate(activation)
+        except _BudgetExceeded:
+            raise CelError(BUDGET_MESSAGE) from None
         except Exception as exc:
-            raise CelError(_celpy_error_message(exc)) from None
+            raise CelError(_short(_celpy_error_message(exc))) from None
         if isinstance(result, celpy.CELEvalError):
-            raise CelError(_celpy_error_message(result))
+            raise CelError(_short(_celpy_error_message(result)))
         return _from_celpy(result)
 
 
@@ -150,11 +166,89 @@ def compile(expression: str, *, variables: Iterable[str] | Mapping[str, str], en
 
 def _clean_native_message(message: str) -> str:
     # "INVALID_ARGUMENT: ERROR: <input>:1:8: Syntax error: ... [INVALID_ARGUMENT]" -> "1:8: Syntax error: ..."
-    text = message.replace(" [INVALID_ARGUMENT]", "")
-    for prefix in ("INVALID_ARGUMENT: ", "ERROR: ", "<input>:"):
+    if "Iteration budget exceeded" in message:
+        return BUDGET_MESSAGE
+    text = message
+    for status in ("INVALID_ARGUMENT", "INTERNAL", "UNKNOWN"):
+        text = text.replace(f" [{status}]", "")
+    for prefix in ("INVALID_ARGUMENT: ", "INTERNAL: ", "UNKNOWN: ", "ERROR: ", "<input>:"):
         if text.startswith(prefix):
             text = text[len(prefix):]
     return text.strip()
+
+
+def _celpy_compile_message(exc: Exception, expression: str) -> str:
+    """`line:column: Syntax error: unexpected 'x' expecting {...}`, the native engine's shape, from cel-python's
+    parse error (which only re-prints the expression with a caret) and lark's exception behind it."""
+    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+    if not line or not column:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lines = expression.splitlines() or [""]
+    row = lines[line - 1] if 0 < line <= len(lines) else ""
+    found = repr(row[column - 1]) if 0 < column <= len(row) else "<EOF>"
+    cause = exc.__cause__ or exc.__context__
+    expected = sorted(getattr(cause, "expected", None) or ())
+    detail = f" expecting {{{', '.join(expected)}}}" if expected else ""
+    return f"{line}:{column}: Syntax error: unexpected {found}{detail}"
+
+
+def _short(message: str) -> str:
+    """At most MAX_MESSAGE_CHARS of an engine's evaluation message (they can quote large values)."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS - 3] + "..."
+
+
+class _BudgetExceeded(Exception):
+    """Raised inside cel-python when an evaluation spends its ITERATION_BUDGET (turned into a CelError)."""
+
+
+_RUNNER_CLASS: Any = None
+
+
+def _bounded_runner_class() -> Any:
+    """A cel-python Runner whose evaluator counts comprehension iterations like the native runtime does.
+
+    cel-python evaluates each macro element through a sub-evaluator built by `Evaluator.sub_evaluator` and called
+    once per element (`nested.evaluate({var: element})`); counting those calls, shared by all nested evaluators of
+    one evaluation, is the iteration count. The counter raises `_BudgetExceeded`, which no cel-python handler
+    turns into a value (they catch specific built-in errors), so the evaluation ends at once.
+    """
+    global _RUNNER_CLASS
+    if _RUNNER_CLASS is not None:
+        return _RUNNER_CLASS
+    import celpy
+    from celpy.evaluation import Evaluator
+
+    class Budget:
+        __slots__ = ("left",)
+
+        def __init__(self) -> None:
+            self.left = ITERATION_BUDGET - 1
+
+        def spend(self) -> None:
+            self.left -= 1
+            if self.left < 0:
+                raise _BudgetExceeded()
+
+    class BoundedEvaluator(Evaluator):
+        def __init__(self, ast: Any, activation: Any, budget: Budget, *, nested: bool = False) -> None:
+            super().__init__(ast, activation=activation)
+            self._budget = budget
+            self._nested = nested
+
+        def sub_evaluator(self, ast: Any) -> Any:
+            return BoundedEvaluator(ast, self.activation, self._budget, nested=True)
+
+        def evaluate(self, context: Any = None) -> Any:
+            if self._nested:
+                self._budget.spend()  # one element of a comprehension
+            return super().evaluate(context)
+
+    class BoundedRunner(celpy.InterpretedRunner):
+        def evaluate(self, context: Any) -> Any:
+            return BoundedEvaluator(self.ast, self.new_activation(), Budget()).evaluate(context)
+
+    _RUNNER_CLASS = BoundedRunner
+    return _RUNNER_CLASS
 
 
 def _celpy_error_message(exc: Any) -> str:

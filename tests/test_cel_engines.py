@@ -1,6 +1,8 @@
 """The CEL table every policy expression relies on, run on both engines so they agree (burstflow.cel)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from burstflow import cel
@@ -75,3 +77,47 @@ def test_one_activation_serves_many_programs(engine):
     activation = env.activation(VARIABLES)
     programs = [env.compile(expression) for _, expression, _ in TABLE]
     assert [p.evaluate(activation) for p in programs] == [expected for _, _, expected in TABLE]
+
+
+# The shared cost bound (issue 12 item 9): comprehension iterations, nested ones included, are counted the same way
+# on both engines; the limit is the native runtime's own. Each row: id, list length, expression, expected.
+BUDGET = [
+    ("9,999 iterations pass", cel.ITERATION_BUDGET - 1, "xs.all(x, x >= 0)", True),
+    ("10,000 iterations fail", cel.ITERATION_BUDGET, "xs.all(x, x >= 0)", cel.BUDGET_MESSAGE),
+    ("nested iterations count", 3334, "xs.exists(x, [1, 2].all(y, x + y < 0))", cel.BUDGET_MESSAGE),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name, size, expression, expected", BUDGET, ids=[row[0] for row in BUDGET])
+def test_iteration_budget_is_the_same_on_both_engines(engine, name, size, expression, expected):
+    if engine not in cel.available_engines():
+        pytest.skip(f"{engine} engine not installed")
+    program = cel.Environment(["xs"], engine=engine).compile(expression)
+    try:
+        result = program.evaluate({"xs": list(range(size))})
+    except cel.CelError as error:
+        result = str(error)
+    assert result == expected
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_evaluation_messages_are_short(engine):
+    """An engine message quoting a huge value is cut, so a condition or log line stays readable."""
+    if engine not in cel.available_engines():
+        pytest.skip(f"{engine} engine not installed")
+    program = cel.Environment(["m"], engine=engine).compile("m['" + "k" * 5000 + "'] == 1")
+    with pytest.raises(cel.CelError) as caught:
+        program.evaluate({"m": {"a": 1}})
+    assert len(str(caught.value)) <= cel.MAX_MESSAGE_CHARS
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_compile_error_says_where_and_what_was_expected(engine):
+    if engine not in cel.available_engines():
+        pytest.skip(f"{engine} engine not installed")
+    with pytest.raises(cel.CelError) as caught:
+        cel.Environment(list(VARIABLES), engine=engine).compile("object.metadata.name ==")
+    message = str(caught.value)
+    # Line and column (the engines place an error at the end of input a token apart), then what was expected.
+    assert re.match(r"1:2[2-4]: Syntax error: .* expecting ", message) and "\n" not in message, message
