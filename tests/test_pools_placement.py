@@ -4,15 +4,18 @@ usage bookkeeping the ledger and reconciler share."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
+import yaml
 
 from tests.conftest import load_admission
 from webhook.pools.model import compile_resource_policy
-from webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, Decision, decide, mark_unplaced, merge_required,
-                                     previous_placement, select_policy, shape_pod)
-from webhook.pools.usage import (Usage, reconcile, reserve_batch, status_from_usage, usage_from_status)
+from tests.conftest import POLICIES
+from webhook.loader import load
+from webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, Decision, decide, enforce_overlaps, mark_unplaced,
+                                     merge_required, previous_placement, select_policy, shape_pod)
+from webhook.pools.usage import Usage, reserve_batch
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 ECS = {"key": "pool", "operator": "In", "values": ["ecs"]}
@@ -60,18 +63,20 @@ def test_ratio_limit_with_growing_totals_never_exceeds_its_share():
         placed[decision.subset] += 1
         if decision.subset == 0:
             first_pool_at.append(pod)
-        assert placed[0] <= sum(placed) // 10, f"ecs holds {placed[0]} of {sum(placed)}"
-    # floor(0.1 x managed): the 10th, 20th, ... pod may go first; maxReplicas 5 caps it after the 50th.
-    assert first_pool_at == [10, 20, 30, 40, 50]
+        before = sum(placed) - 1
+        # Volcengine's rule: a pool takes the next pod while its share before that pod has not exceeded the ratio.
+        assert decision.subset != 0 or placed[0] - 1 <= before / 10, f"ecs took a pod at {placed[0] - 1}/{before}"
+    # The 1st pod may go there (share 0 of 0), then the 11th (1/10 = 0.1), 21st, ...; maxReplicas 5 caps it.
+    assert first_pool_at == [1, 11, 21, 31, 41]
     assert placed == [5, 95]
 
 
 def test_ratio_counts_unplaced_pods_in_the_base():
     volcengine = policy({"name": "ecs", "maxReplicasRatio": "0.5"})  # whenAllFull defaults to Unplaced
-    assert decide(volcengine, [0], unplaced=0) == Decision(LEAVE_UNPLACED, message=decide(volcengine, [0]).message)
-    assert decide(volcengine, [0], unplaced=1).action == PLACE
-    assert decide(volcengine, [1], unplaced=1).action == LEAVE_UNPLACED
-    assert decide(volcengine, [1], unplaced=2).action == PLACE
+    assert decide(volcengine, [1], unplaced=0) == Decision(LEAVE_UNPLACED, message=decide(volcengine, [1]).message)
+    assert decide(volcengine, [1], unplaced=1).action == PLACE
+    assert decide(volcengine, [2], unplaced=1).action == LEAVE_UNPLACED
+    assert decide(volcengine, [2], unplaced=2).action == PLACE
 
 
 ALL_FULL = [{"name": "a", "maxReplicas": 1, "nodeSelectorTerm": [ECS]},
@@ -136,9 +141,87 @@ def test_schedule_anyway_shape_whole_object():
                 {"weight": 100, "preference": {"matchExpressions": [ECS]}},
                 {"weight": 67, "preference": {"matchExpressions": [VCI]}},
                 {"weight": 33, "preference": {"matchExpressions": [ZONE]}}]}},
-        "tolerations": before["tolerations"],
+        # Spilling to vci needs its toleration (the subset's, and its preset's: the same one, added once); vci's
+        # annotations and preset annotation (burst-to-vci) are not added: they would steer the pod to VCI.
+        "tolerations": (before["tolerations"] or []) + [VCI_TOLERATION],
         "nodeSelector": before["nodeSelector"],
     }
+
+
+def volcengine_example(when: str) -> object:
+    """policies/resourcepolicy-volcengine.yaml, with the ECS pool's whenNotReachMax set to `when`."""
+    [example] = [p for p in load([POLICIES / "resourcepolicy-volcengine.yaml"])[0].compiled["ResourcePolicy"]]
+    raw = yaml.safe_load((POLICIES / "resourcepolicy-volcengine.yaml").read_text())
+    raw["spec"]["subsets"][0]["whenNotReachMax"] = when
+    compiled = compile_resource_policy(raw)
+    assert compiled.subsets[1:] == example.subsets[1:]
+    return compiled
+
+
+MACHINE_POOL = {"matchExpressions": [{"key": "cluster.vke.volcengine.com/machinepool-name", "operator": "In",
+                                      "values": ["pcodl592d75mk89oame6g"]}]}
+VIRTUAL_NODES = {"matchExpressions": [VCI]}
+
+
+# The README's "Placement rules" shows these pod specs; a pod placed in the ECS pool of the Volcengine example.
+@pytest.mark.parametrize("when, spec", [
+    ("ScheduleAnyWay", {
+        "containers": [{"name": "main", "image": "busybox"}],
+        "tolerations": [VCI_TOLERATION],
+        "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [MACHINE_POOL, VIRTUAL_NODES]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": MACHINE_POOL},
+                                                                {"weight": 50, "preference": VIRTUAL_NODES}]}}}),
+    ("DoNotSchedule", {
+        "containers": [{"name": "main", "image": "busybox"}],
+        "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [MACHINE_POOL]}}}}),
+], ids=["ScheduleAnyWay: may spill to VCI, so it tolerates VCI", "DoNotSchedule: only its own pool"])
+def test_volcengine_example_ecs_pool_pod_spec(when, spec):
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "step", "namespace": "argo",
+                                                            "labels": {"resource": "vci"}},
+           "spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+    shaped = shape_pod(pod, policy=volcengine_example(when), subset=0, token="t")
+    assert shaped == {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "step", "namespace": "argo", "labels": {"resource": "vci", "burstflow.io/pool": "ecs-pool"},
+        "annotations": {"burstflow.io/reservation": "t", "burstflow.io/resource-policy": "vke-resourcepolicy"}},
+        "spec": spec}
+
+
+VK_ANY = {"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}
+ECI_TOLERATION = {"key": "virtual-kubelet.io/provider", "operator": "Equal", "value": "alibabacloud",
+                  "effect": "NoSchedule"}
+SPILL = policy({"name": "own", "whenNotReachMax": "ScheduleAnyWay", "nodeSelectorTerm": [ECS],
+                "provider": {"alibaba-eci": {"mode": "eci"}}},
+               {"name": "vk", "whenNotReachMax": "ScheduleAnyWay",
+                "provider": {"virtual-kubelet": {"placement": "nodeSelector"}}},
+               {"name": "vci", "nodeSelectorTerm": [ZONE], "provider": {"volcengine-vci": {"mode": "enforce"}}})
+
+
+@pytest.mark.parametrize("subset, tolerations, required, preferred", [
+    (0, [ECI_TOLERATION, VK_ANY, VCI_TOLERATION],
+     [{"matchExpressions": [ECS]}, {"matchExpressions": [VCI]}, {"matchExpressions": [ZONE]}],
+     [{"weight": 100, "preference": {"matchExpressions": [ECS]}},
+      {"weight": 67, "preference": {"matchExpressions": [VCI]}},
+      {"weight": 33, "preference": {"matchExpressions": [ZONE]}},
+      {"weight": 100, "preference": {"matchExpressions": [
+          {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}}]),
+    (1, [VK_ANY, VCI_TOLERATION], [{"matchExpressions": [VCI]}, {"matchExpressions": [ZONE]}],
+     [{"weight": 100, "preference": {"matchExpressions": [VCI]}},
+      {"weight": 50, "preference": {"matchExpressions": [ZONE]}}]),
+    (2, [VCI_TOLERATION], [{"matchExpressions": [ZONE]}], None),
+], ids=["first pool: every later pool's tolerations and node terms", "middle pool: its own and the last's",
+        "last pool (DoNotSchedule): its own only"])
+def test_spill_takes_later_pools_tolerations_and_preset_node_terms(subset, tolerations, required, preferred):
+    shaped = shape_pod({"metadata": {}, "spec": {}}, policy=SPILL, subset=subset, token="t")
+    node = shaped["spec"]["affinity"]["nodeAffinity"]
+    assert shaped["spec"]["tolerations"] == tolerations
+    assert node["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == required
+    assert node.get("preferredDuringSchedulingIgnoredDuringExecution") == preferred
+    assert "nodeSelector" not in shaped["spec"]  # a preset's node selector is part of its pool's term
+    # Only the placed pool's preset annotations: a later pool's burst-to-vci would steer the pod to VCI.
+    annotations = shaped["metadata"]["annotations"]
+    assert ("vke.volcengine.com/burst-to-vci" in annotations) is (subset == 2)
 
 
 def test_an_unconstrained_later_subset_lifts_the_requirement_but_keeps_preferences():
@@ -205,6 +288,54 @@ def test_previous_placement_reads_the_token_and_label():
     assert previous_placement(shaped, policy({"name": "vci"}, name="other")) is None
 
 
+@pytest.mark.parametrize("annotations, managed", [
+    ({}, True),
+    ({"vke.volcengine.com/burst-to-vci": "auto"}, True),
+    ({"vke.volcengine.com/burst-to-vci": "enforce"}, False),
+    ({"vke.volcengine.com/burst-to-vci": "enforce", "burstflow.io/reservation": "t1"}, True),
+], ids=["plain pod", "auto: soft, the pool decides", "enforce wins: not placed",
+        "placed earlier (a pool's preset set enforce): stays the pool's"])
+def test_enforce_wins_over_pools(annotations, managed):
+    pod = {"metadata": {"labels": {"app": "wf"}, "annotations": annotations}}
+    chosen, _ = select_policy([POOLS_5_100_UNLIMITED], pod, "ns")
+    assert (chosen is POOLS_5_100_UNLIMITED) is managed
+
+
+def test_validate_warns_when_a_policy_selects_pods_a_profile_enforces_onto_vci():
+    policies, errors = load([POLICIES])
+    assert errors == []
+    kwargs = {"profiles": policies.profiles, "resource_policies": policies.compiled["ResourcePolicy"]}
+    unknown = enforce_overlaps(namespaces={}, **kwargs)
+    assert unknown == [
+        f"ResourcePolicy argo/{name}: pods it selects ({labels}) are enforced onto VCI "
+        "(vke.volcengine.com/burst-to-vci: enforce) by vci-argo-jobs (if namespace argo is labelled vci=true), "
+        "vci-profile:selector-argo-jobs-namespace (if namespace argo is labelled vci=true); such pods are not placed "
+        "by this ResourcePolicy (enforce wins over pools, as on Volcengine)"
+        for name, labels in (("workflow-pools", "workflows.argoproj.io/workflow-pool=burst"),
+                             ("vke-resourcepolicy", "resource=vci"))]
+    labelled = {"argo": {"metadata": {"name": "argo", "labels": {"vci": "true"}}}}
+    assert [w.split(" by ")[1].split(";")[0] for w in enforce_overlaps(namespaces=labelled, **kwargs)] == \
+        ["vci-argo-jobs, vci-profile:selector-argo-jobs-namespace"] * 2
+    assert enforce_overlaps(namespaces={"argo": {"metadata": {"name": "argo"}}}, **kwargs) == []
+
+
+@pytest.mark.parametrize("profile_selector, overlaps", [
+    ({"matchLabels": {"resource": "vci"}}, True),
+    ({"matchLabels": {"resource": "ecs"}}, False),
+    ({"matchExpressions": [{"key": "resource", "operator": "NotIn", "values": ["vci"]}]}, False),
+    ({"matchExpressions": [{"key": "resource", "operator": "DoesNotExist"}]}, False),
+    ({"matchExpressions": [{"key": "team", "operator": "Exists"}]}, True),
+], ids=["same label", "other value", "NotIn the value", "label must be absent", "another label"])
+def test_overlap_is_decided_on_the_label_selectors(profile_selector, overlaps):
+    from webhook.loader import Document, compile_objects
+    profile = {"apiVersion": "burstflow.io/v1alpha1", "kind": "BurstProfile", "metadata": {"name": "enf"},
+               "spec": {"match": {"objectSelector": profile_selector}, "provider": {"volcengine-vci": {}}}}
+    policies, errors = compile_objects([Document("p", profile)], compilers={})
+    assert errors == []
+    rp = policy({"name": "a"}, selector={"resource": "vci"})
+    assert bool(enforce_overlaps(profiles=policies.profiles, resource_policies=[rp], namespaces={})) is overlaps
+
+
 def test_select_policy_by_namespace_and_selector_first_by_name():
     b = policy({"name": "x"}, name="b")
     a = policy({"name": "x"}, name="a")
@@ -229,31 +360,4 @@ def test_reserve_batch_decides_in_order_and_is_idempotent_per_token():
     assert usage.placed(SMALL) == [2, 1]
 
 
-def pod(token, pool, phase="Running", name=None, policy_name="p"):
-    return {"metadata": {"name": name or f"pod-{token}", "namespace": "ns", "labels": {"burstflow.io/pool": pool},
-                         "annotations": {"burstflow.io/reservation": token,
-                                         "burstflow.io/resource-policy": policy_name}},
-            "status": {"phase": phase}}
-
-
-def test_reconcile_turns_reservations_into_facts():
-    usage = Usage(reservations={"a": {"seen": "2026-11-23T09:59:50Z", "young": "2026-11-23T09:59:30Z",
-                                      "old": "2026-11-23T09:58:59Z", "done": "2026-11-23T09:59:59Z"}},
-                  pods={"a": {"gone": "pod-gone"}, "b": {"finished": "pod-finished"}})
-    pods = [pod("seen", "a"), pod("finished", "b", phase="Succeeded"), pod("done", "a", phase="Failed"),
-            pod("moved", "b"), pod("stranger", "a", policy_name="other")]
-    result = reconcile(SMALL, usage, pods, now=NOW, reservation_timeout=60)
-    assert result.reservations == {"a": {"young": "2026-11-23T09:59:30Z"}}
-    assert result.pods == {"a": {"seen": "pod-seen"}, "b": {"moved": "pod-moved"}}
-
-
-def test_status_round_trip_and_condition_transition_time_kept():
-    usage = Usage()
-    reserve_batch(SMALL, usage, ["t1", "t2", "t3"], NOW)
-    status = status_from_usage(SMALL, usage, now=NOW)
-    assert status["summary"] == "a 2/2, b 1/1, unplaced 0"
-    assert (status["placed"], status["managed"]) == (3, 3)
-    assert status["conditions"][0]["status"] == "True"
-    assert usage_from_status(SMALL, status) == usage
-    later = status_from_usage(SMALL, usage, now=NOW + timedelta(minutes=5), previous=status)
-    assert later == status
+# The status layout and the reconciler's counting rules are tested in tests/test_pools_model.py.

@@ -75,7 +75,9 @@ def test_mutate_namespace_label_flag_and_unknown_namespace_note(tmp_path, capsys
                           "burstflow.io/burst-to=alibaba-eci"], capsys)
     assert code == 0
     mutated = yaml.safe_load(out)
-    assert mutated["metadata"]["annotations"]["alibabacloud.com/burst-resource"] == "eci"
+    assert mutated["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] == [
+        {"weight": 100, "preference": {"matchExpressions": [
+            {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}}]  # ECS first, then ECI
     assert mutated["metadata"]["labels"]["burstflow.io/workflow"] == "argo-vci-demo-x7k2p"  # the CEL value
 
 
@@ -168,6 +170,11 @@ def test_mutate_places_a_selected_pod_in_the_first_pool(tmp_path, capsys):
     expected = pool_pod()
     expected["metadata"]["labels"]["burstflow.io/pool"] = "own-nodes"
     expected["metadata"]["annotations"] = {"burstflow.io/resource-policy": "workflow-pools"}
+    # ScheduleAnyWay may spill to vci and overflow, so the pod tolerates both (the pools' own tolerations and the
+    # vci pool's preset), without the vci pool's burst-to-vci annotation.
+    expected["spec"]["tolerations"] = [
+        {"key": "vci.vke.volcengine.com/node-type", "operator": "Equal", "value": "vci", "effect": "NoSchedule"},
+        {"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}]
     expected["spec"]["affinity"] = {"nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [INSTANCE_TERM, VIRTUAL_TERM]},
         "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": INSTANCE_TERM},
@@ -187,10 +194,10 @@ def test_mutate_pool_usage_moves_the_pod_to_the_next_pool(tmp_path, capsys):
         {"op": "add", "path": "/metadata/labels/burstflow.io~1pool", "value": "vci"},
         {"op": "add", "path": "/metadata/annotations",
          "value": {"burstflow.io/resource-policy": "workflow-pools", "vke.volcengine.com/burst-to-vci": "enforce"}},
-        {"op": "add", "path": "/spec/affinity", "value": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [VIRTUAL_TERM]}}}},
         {"op": "add", "path": "/spec/tolerations", "value": [
             {"key": "vci.vke.volcengine.com/node-type", "operator": "Equal", "value": "vci", "effect": "NoSchedule"}]},
+        {"op": "add", "path": "/spec/affinity", "value": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [VIRTUAL_TERM]}}}},
     ]
     assert "# pool: vci (ResourcePolicy argo/workflow-pools; usage assumed: own-nodes 5/5, vci 0/100, " \
            "overflow 0/-)\n" in err
@@ -266,3 +273,23 @@ def test_mutate_pool_usage_unknown_everywhere_for_an_unselected_pod(tmp_path, ca
                         "--pool-usage", "gpu=1"], capsys)
     assert code == 2
     assert err == "burstflow mutate: --pool-usage gpu=1: no ResourcePolicy in --policies has a subset 'gpu'\n"
+
+
+def test_validate_warns_that_enforce_takes_pods_away_from_a_resource_policy(capsys):
+    code, _, err = run(["policies", "validate", str(POLICIES)], capsys)
+    assert code == 0
+    assert ("warning: ResourcePolicy argo/vke-resourcepolicy: pods it selects (resource=vci) are enforced onto VCI "
+            "(vke.volcengine.com/burst-to-vci: enforce) by vci-argo-jobs (if namespace argo is labelled vci=true)") in err
+
+
+def test_mutate_explains_enforce_over_pools_and_the_seccomp_default(tmp_path, capsys):
+    pod = pool_pod(labels={"workflows.argoproj.io/workflow": "wf", "resource": "vci"})
+    pod["metadata"]["annotations"] = {"vke.volcengine.com/burst-to-vci": "enforce"}
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pod))], capsys)
+    assert code == 0, err
+    assert "burstflow.io/pool" not in yaml.safe_load(out)["metadata"]["labels"]
+    assert ("# pool: none (vke.volcengine.com/burst-to-vci: enforce wins over ResourcePolicy argo/vke-resourcepolicy: "
+            "the pod goes to VCI, unplaced and uncounted)\n") in err
+    assert "warning: burstflow: pod has vke.volcengine.com/burst-to-vci: enforce" in err
+    assert ("# seccomp: RuntimeDefault here is Burstflow's default for every workflow pod a profile matches; "
+            "Argo 3.6 itself sets it only on its agent, artifact-GC and resource-template pods.") in err

@@ -51,10 +51,26 @@ def test_vci_profile_selector_applies_effect_subnets_enforce_and_toleration():
                                  "mutation Burstflow performs)",)
 
 
-def test_vci_profile_without_enforce_adds_no_burst_annotation():
-    cm = configmap("vci-profile", dict(VCI["data"], enforceSelectorToVci="false"))
-    decision, _ = run(cm, {"vci": "true"}, {})
+@pytest.mark.parametrize("enforce", ["false", None], ids=["enforceSelectorToVci false", "not set"])
+def test_vci_profile_without_enforce_prefers_vci_softly(enforce):
+    """Volcengine's vci-profile is soft scheduling: prefer the virtual nodes, tolerate them, require nothing."""
+    data = {k: v for k, v in VCI["data"].items() if k != "enforceSelectorToVci"}
+    if enforce is not None:
+        data["enforceSelectorToVci"] = enforce
+    decision, _ = run(configmap("vci-profile", data), {"vci": "true"}, {})
     assert "vke.volcengine.com/burst-to-vci" not in decision.pod["metadata"]["annotations"]
+    assert decision.pod["spec"] == {
+        "containers": [{"name": "m", "image": "x"}],
+        "tolerations": [{"key": "vci.vke.volcengine.com/node-type", "operator": "Equal", "value": "vci",
+                         "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [
+                {"key": "type", "operator": "In", "values": ["virtual-kubelet"]}]}}]}}}
+
+
+def test_vci_profile_with_enforce_has_no_preference():
+    decision, _ = run(VCI, {"vci": "true"}, {})
+    assert "affinity" not in decision.pod["spec"]
 
 
 ECI = configmap("eci-profile", {

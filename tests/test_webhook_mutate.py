@@ -272,6 +272,101 @@ def test_seccomp_disabled():
                                  "value": {"burstflow.io/applied": "s"}}]
 
 
+@pytest.mark.parametrize("profiles, expected", [
+    ([profile("off", {"priority": 10, "seccomp": "Disabled"}), profile("default", {"priority": -100})], None),
+    ([profile("off", {"priority": -200, "seccomp": "Disabled"}), profile("default", {"priority": -100})],
+     {"seccompProfile": {"type": "RuntimeDefault"}}),
+], ids=["a higher-priority Disabled opts the pod out", "a lower-priority Disabled does not"])
+def test_seccomp_first_profile_with_an_opinion_decides(profiles, expected):
+    decision = run(pod(), *profiles)
+    assert decision.pod["spec"].get("securityContext") == expected
+
+
+def test_configmap_profiles_have_no_say_on_seccomp():
+    vci_profile = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vci-profile", "namespace": "kube-system"},
+                   "data": {"selectors": '[{"name": "all", "namespaceSelector": {"matchLabels": {"vci": "true"}}}]'}}
+    decision = run(pod(), vci_profile, profile("default", {"priority": -100}))
+    assert decision.applied == ("vci-profile:all", "default")
+    assert decision.pod["spec"]["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+
+
+# --- provider presets through the whole profile step --------------------------------------------------------------
+
+ECI_TOLERATION = {"key": "virtual-kubelet.io/provider", "operator": "Equal", "value": "alibabacloud",
+                  "effect": "NoSchedule"}
+OWN_AFFINITY = {"nodeAffinity": {
+    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]},
+    "preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 5, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}
+
+
+@pytest.mark.parametrize("settings, affinity", [
+    ({"mode": "eci"}, {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": OWN_AFFINITY["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"],
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            *OWN_AFFINITY["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"],
+            {"weight": 100, "preference": {"matchExpressions": [
+                {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}}]}}),
+    ({"mode": "eci_only"}, {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]},
+                                  {"key": "type", "operator": "In", "values": ["virtual-kubelet"]}]}]},
+        "preferredDuringSchedulingIgnoredDuringExecution": OWN_AFFINITY["nodeAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"]}}),
+    ({"mode": "eci", "scheduling": "burstResource"}, OWN_AFFINITY),
+], ids=["eci: prefer ECS, tolerate ECI", "eci_only: require the virtual node", "legacy: annotation only"])
+def test_alibaba_eci_pod_spec_keeps_the_pods_own_affinity(settings, affinity):
+    eci = profile("eci", {"seccomp": "Disabled", "provider": {"alibaba-eci": settings}})
+    original = pod(spec={"containers": [{"name": "main", "image": "alpine"}], "affinity": copy.deepcopy(OWN_AFFINITY)})
+    decision = run(original, eci)
+    assert decision.pod["spec"] == {"containers": [{"name": "main", "image": "alpine"}], "affinity": affinity,
+                                    "tolerations": [ECI_TOLERATION]}
+    legacy = {"alibabacloud.com/burst-resource": "eci"} if settings.get("scheduling") else {}
+    assert decision.pod["metadata"]["annotations"] == {**legacy, "burstflow.io/applied": "eci"}
+    assert applied_patch(decision, original) == decision.pod
+    again = run(decision.pod, eci)
+    assert again.patch() == []
+    assert_valid_pod(decision.pod)
+
+
+# --- enforce wins over pools ----------------------------------------------------------------------------------------
+
+def resource_policy(name="pools", namespace="argo-jobs", selector=None):
+    return {"apiVersion": "burstflow.io/v1alpha1", "kind": "ResourcePolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": selector or {"resource": "vci"}, "subsets": [{"name": "ecs", "maxReplicas": 5}]}}
+
+
+def with_pools(*objects):
+    policy_set, errors = compile_objects([Document(f"test#{i}", o) for i, o in enumerate(objects)])
+    assert not errors, [str(e) for e in errors]
+    return policy_set
+
+
+ENFORCE_NOTE = ("burstflow: pod has vke.volcengine.com/burst-to-vci: enforce, so it goes to VCI and is not placed by "
+                "ResourcePolicy argo-jobs/pools (enforce wins over pools, as on Volcengine); remove the annotation or "
+                "the profile that sets it to let the pool decide")
+
+
+@pytest.mark.parametrize("pod_annotations, objects, warnings", [
+    ({"vke.volcengine.com/burst-to-vci": "enforce"}, [resource_policy()], [ENFORCE_NOTE]),
+    (None, [VCI, resource_policy()], [ENFORCE_NOTE]),
+    (None, [profile("auto", {"provider": {"volcengine-vci": {"mode": "auto"}}}), resource_policy()], []),
+    (None, [VCI, resource_policy(selector={"resource": "ecs"})], []),
+    (None, [VCI, resource_policy(namespace="other")], []),
+    ({"burstflow.io/reservation": "t1"}, [VCI, resource_policy()], []),
+], ids=["enforce from the workflow template", "enforce from a profile", "auto is soft: the pool decides",
+        "policy selects other pods", "policy in another namespace", "already placed by a pool (reinvocation)"])
+def test_enforce_wins_over_pools_with_a_warning(pod_annotations, objects, warnings):
+    decision = decide(request(pod(labels={"workflows.argoproj.io/workflow": "wf", "resource": "vci"},
+                                  annotations=pod_annotations)),
+                      policies=with_pools(*objects), namespaces=VCI_NS)
+    assert decision.warnings == warnings
+    assert decision.response().get("warnings") == (warnings or None)
+
+
 # --- idempotency, dry-run, patches ---------------------------------------------------------------------------------
 
 ALL_KINDS = [VCI, profile("extra", {"priority": -1, "labels": {"team": "{{ 'data' }}"},

@@ -8,6 +8,7 @@ from tests.conftest import POLICIES
 from webhook import policy
 from webhook.loader import Document, compile_objects, load
 from webhook.policy import Template
+from webhook.providers import Effect, PresetError, preset
 
 
 def bp(spec=None, name="p", **top) -> dict:
@@ -96,7 +97,7 @@ def test_valid_profile_compiles_once_with_templates_and_preset_values():
     (profile,) = policy_set.profiles
     assert (profile.priority, profile.override, profile.seccomp, profile.workflow_pods_only) == (7, True, False, False)
     annotations = dict(profile.annotations)
-    assert annotations["alibabacloud.com/burst-resource"] == "eci_only"
+    assert profile.node_affinity == ({"key": "type", "operator": "In", "values": ["virtual-kubelet"]},)
     assert annotations["k8s.aliyun.com/eci-use-specs"] == "c"  # the profile's own value beats the preset's
     assert isinstance(annotations["who"], Template)
     assert profile.tolerations == ({"key": "virtual-kubelet.io/provider", "operator": "Equal",
@@ -167,3 +168,63 @@ def test_crd_is_cluster_scoped_with_schema_and_printer_columns():
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Priority", "Seccomp", "Override", "Age"]
     text = policy.CRD_PATH.read_text()
     assert "$ref" not in text  # structural schemas cannot use references
+
+
+# --- provider presets: what each setting gives (whole Effects) ----------------------------------------------------
+
+ECI_TOLERATION = {"key": "virtual-kubelet.io/provider", "operator": "Equal", "value": "alibabacloud",
+                  "effect": "NoSchedule"}
+ECS_FIRST = {"weight": 100, "preference": {"matchExpressions": [
+    {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}}
+ON_VIRTUAL_NODE = {"key": "type", "operator": "In", "values": ["virtual-kubelet"]}
+
+
+@pytest.mark.parametrize("settings, effect", [
+    ({}, Effect(tolerations=(ECI_TOLERATION,), preferred=(ECS_FIRST,))),
+    ({"mode": "eci"}, Effect(tolerations=(ECI_TOLERATION,), preferred=(ECS_FIRST,))),
+    ({"mode": "eci_only"}, Effect(tolerations=(ECI_TOLERATION,), node_affinity=(ON_VIRTUAL_NODE,))),
+    ({"mode": "eci", "scheduling": "burstResource"},
+     Effect(annotations=(("alibabacloud.com/burst-resource", "eci"),), tolerations=(ECI_TOLERATION,))),
+    ({"mode": "eci_only", "scheduling": "burstResource"},
+     Effect(annotations=(("alibabacloud.com/burst-resource", "eci_only"),), tolerations=(ECI_TOLERATION,))),
+    ({"spotStrategy": "SpotAsPriceGo", "spotFallback": True},
+     Effect(annotations=(("k8s.aliyun.com/eci-spot-strategy", "SpotAsPriceGo"),
+                         ("k8s.aliyun.com/eci-spot-fallback", "true")),
+            tolerations=(ECI_TOLERATION,), preferred=(ECS_FIRST,))),
+    ({"spotStrategy": "SpotWithPriceLimit", "spotPriceLimit": "0.05", "spotFallback": False},
+     Effect(annotations=(("k8s.aliyun.com/eci-spot-strategy", "SpotWithPriceLimit"),
+                         ("k8s.aliyun.com/eci-spot-price-limit", "0.05")),
+            tolerations=(ECI_TOLERATION,), preferred=(ECS_FIRST,))),
+], ids=["default: ECS first, ECI when full", "eci", "eci_only: required virtual node", "legacy eci annotation",
+        "legacy eci_only annotation", "spot with pay-as-you-go fallback", "fallback off"])
+def test_alibaba_eci_preset_uses_native_scheduling(settings, effect):
+    assert preset("alibaba-eci", settings) == effect
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"spotFallback": True}, "spotFallback: only applies with a spotStrategy (it falls back from spot to "
+                             "pay-as-you-go)"),
+    ({"spotStrategy": "SpotAsPriceGo", "spotFallback": "yes"}, "spotFallback: must be true or false, not 'yes'"),
+    ({"scheduling": "annotation"}, "scheduling: must be one of nodeAffinity, burstResource, not 'annotation'"),
+], ids=["fallback without spot", "fallback not a bool", "unknown scheduling"])
+def test_alibaba_eci_preset_errors(settings, message):
+    with pytest.raises(PresetError) as error:
+        preset("alibaba-eci", settings)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("provider, message", [
+    ({"alibaba-eci": {"spotFallback": True}}, "spec.provider.alibaba-eci: spotFallback only applies with a spotStrategy"),
+    ({"alibaba-eci": {"scheduling": "x"}}, "spec.provider.alibaba-eci.scheduling: 'x' is not one of ['nodeAffinity', "
+                                           "'burstResource']"),
+], ids=["CRD rule: fallback without spot", "CRD enum: scheduling"])
+def test_crd_schema_checks_the_new_eci_settings(provider, message):
+    assert errors_of(bp({"provider": provider})) == [PREFIX + message]
+
+
+def test_seccomp_only_example_says_what_argo_does_and_how_to_opt_out():
+    text = (POLICIES / "profile-seccomp-only.yaml").read_text()
+    assert "Argo 3.6's own default" not in text
+    for claim in ("Argo 3.6 sets RuntimeDefault only on the pods it runs for", "agent pod", "artifact-GC pods",
+                  "resource-template pods", "the pod's own always wins", "seccomp: Disabled"):
+        assert claim in text, claim

@@ -14,8 +14,9 @@ from typing import Any, TextIO
 import yaml
 
 from webhook.pools.model import RESERVATION_ANNOTATION, ResourcePolicy
-from webhook.pools.placement import effective_maxes, select_policy
+from webhook.pools.placement import bypassed_policies, effective_maxes, enforce_overlaps, select_policy
 from webhook.pools.usage import Usage
+from webhook.providers import VCI_BURST
 
 OUTPUTS = ("yaml", "json", "patch", "diff")
 RESOURCE_POLICY = "ResourcePolicy"
@@ -162,8 +163,14 @@ def mutate_command(args: argparse.Namespace, *, stdout: TextIO | None = None, st
             return EXIT_DENIED
         decision.draft.pod = placement.pod
     elif decision.draft is not None and not decision.opted_out and resource_policies:
-        print(f"# pool: none (no ResourcePolicy in namespace {request.get('namespace') or ''!r} selects this pod)",
-              file=stderr)
+        namespace = str(request.get("namespace") or "")
+        bypassed = bypassed_policies(decision.draft.pod, resource_policies, namespace)
+        if bypassed:
+            print(f"# pool: none ({VCI_BURST}: enforce wins over ResourcePolicy "
+                  f"{', '.join(f'{namespace}/{name}' for name in bypassed)}: the pod goes to VCI, unplaced and "
+                  "uncounted)", file=stderr)
+        else:
+            print(f"# pool: none (no ResourcePolicy in namespace {namespace!r} selects this pod)", file=stderr)
     if decision.draft is not None and not decision.patch():
         print("# no change", file=stderr)
     patch = decision.patch()
@@ -196,10 +203,20 @@ def _explain(decision: Any, request: Mapping[str, Any], namespaces: Any, stream:
         print(f"# profiles applied, in order: {', '.join(decision.applied)}", file=stream)
     for change in decision.changes:
         print(f"#   {change}", file=stream)
+    if any(change.field == SECCOMP_FIELD for change in decision.changes):
+        print(SECCOMP_NOTE, file=stream)
     for warning in decision.warnings:
         print(f"warning: {warning}", file=stream)
 
 
+SECCOMP_FIELD = "spec.securityContext.seccompProfile.type"
+# What the RuntimeDefault default is, said honestly (README "Seccomp"): Argo 3.6 sets it only on the pods it runs for
+# itself (workflow/common/security_context.go: the agent and artifact-GC pods, and the executor containers of
+# resource-template pods); every other workflow pod gets it from Burstflow.
+SECCOMP_NOTE = ("# seccomp: RuntimeDefault here is Burstflow's default for every workflow pod a profile matches; "
+                "Argo 3.6 itself sets it only on its agent, artifact-GC and resource-template pods. A pod opts out "
+                "with its own seccompProfile (it always wins), a profile with `seccomp: Disabled`, or "
+                "burstflow.io/skip: \"true\" (which skips every profile)")
 DRY_RUN_NOTE = "# pool placement is a dry run: no reservation token, no API call; counts are the assumed usage"
 
 
@@ -319,6 +336,9 @@ def validate_command(args: argparse.Namespace, *, stdout: TextIO | None = None, 
     stderr = stderr or sys.stderr
     policies, errors = load(args.paths)
     for warning in policies.warnings:
+        print(f"warning: {warning}", file=stderr)
+    for warning in enforce_overlaps(profiles=policies.profiles, namespaces=policies.namespaces,
+                                    resource_policies=policies.compiled.get(RESOURCE_POLICY, ())):
         print(f"warning: {warning}", file=stderr)
     _print_errors(errors, stderr)
     counts = ", ".join(f"{count} {kind}" for kind, count in policies.counts().items() if count)

@@ -4,11 +4,13 @@
 Honoured keys (everything else is ignored with a warning; the providers' platforms read those themselves):
 - vci-profile: `selectors` (JSON list of {name, namespaceSelector, objectSelector, effect: {annotations, labels}}),
   `preferredSubnetIds` (-> vke.volcengine.com/preferred-subnet-ids), `enforceSelectorToVci` ("true" ->
-  vke.volcengine.com/burst-to-vci: enforce). Every selected pod also gets the VCI toleration.
+  vke.volcengine.com/burst-to-vci: enforce, hard placement on VCI; otherwise soft: a preferred node affinity for
+  `type: virtual-kubelet`). Every selected pod also gets the VCI toleration.
 - eci-profile: `selectors` (same shape), `vSwitchIds` (-> k8s.aliyun.com/eci-vswitch), `securityGroupId`
   (-> k8s.aliyun.com/eci-security-group). Selected pods are sent to the virtual nodes: node selector
   `type: virtual-kubelet` and the toleration `virtual-kubelet.io/provider=alibabacloud:NoSchedule`.
-As with the providers' own webhooks, these profiles select every pod (not only Argo pods) and set no seccomp profile.
+As with the providers' own webhooks, these profiles select every pod (not only Argo pods) and have no say on seccomp
+(a BurstProfile that matches the same pod still decides it).
 """
 from __future__ import annotations
 
@@ -85,11 +87,16 @@ def _base_effect(name: str, data: Mapping[str, Any], *, ref: str, source: str) -
     try:
         if name == VCI_PROFILE:
             annotations = []
+            preferred: tuple[Mapping[str, Any], ...] = ()
             if _flag(data.get("enforceSelectorToVci")):
                 annotations.append((providers.VCI_BURST, "enforce"))
+            else:
+                # Soft, as Volcengine documents vci-profile: prefer the virtual nodes, fall back to the others.
+                preferred = (providers.prefer(providers.ON_VIRTUAL_NODE),)
             if data.get("preferredSubnetIds"):
                 annotations.append((providers.VCI_SUBNETS, providers._joined(data, "preferredSubnetIds")))
-            return providers.Effect(annotations=tuple(annotations), tolerations=(providers.VCI_TOLERATION,))
+            return providers.Effect(annotations=tuple(annotations), tolerations=(providers.VCI_TOLERATION,),
+                                    preferred=preferred)
         annotations = []
         if data.get("vSwitchIds"):
             annotations.append((providers.ECI_VSWITCH, providers._joined(data, "vSwitchIds")))
@@ -140,6 +147,7 @@ def _selector_profile(configmap: str, index: int, raw: Any, base: providers.Effe
         node_selector=tuple(base.node_selector),
         tolerations=tuple(base.tolerations),
         node_affinity=tuple(base.node_affinity),
-        seccomp=False,
+        preferred=tuple(base.preferred),
+        seccomp=None,
         order=(configmap, index),
     )

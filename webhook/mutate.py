@@ -20,6 +20,8 @@ from typing import Any
 from burstflow import cel
 from webhook import admission
 from webhook.policy import SECTIONS, Change, PolicySet, Profile, Template, label_value_error, toleration_key
+from webhook.pools.placement import bypassed_policies
+from webhook.providers import VCI_BURST
 
 SKIP_ANNOTATION = "burstflow.io/skip"
 APPLIED_ANNOTATION = "burstflow.io/applied"
@@ -131,6 +133,26 @@ class PodDraft:
                                           "requiredDuringSchedulingIgnoredDuringExecution")
             required["nodeSelectorTerms"] = new_terms
         return changed
+
+
+    def prefer_node_affinity(self, terms: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]]) -> bool:
+        """Append `terms` (PreferredSchedulingTerm dicts) to the preferred node affinity; a term whose preference
+        the pod already has (at any weight) is not added again."""
+        if not terms:
+            return False
+        existing = self.get("spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution")
+        present = [item.get("preference") for item in existing if _is_map(item)] if isinstance(existing, list) else []
+        new = [term for term in terms if term.get("preference") not in present]
+        if not new:
+            return False
+        self.writable_list("spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution"
+                           ).extend({"weight": t["weight"], "preference": _copy_term(t["preference"])} for t in new)
+        return True
+
+
+def _copy_term(term: Mapping[str, Any]) -> dict[str, Any]:
+    return {kind: [dict(r, values=list(r["values"])) if "values" in r else dict(r) for r in requirements]
+            for kind, requirements in term.items()}
 
 
 def _same_requirement(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -299,8 +321,25 @@ def decide(request: Mapping[str, Any], *, policies: PolicySet, namespaces: Names
     if annotations.get(SKIP_ANNOTATION) == "true":
         return Decision(uid, "skipped", f"opted out ({SKIP_ANNOTATION}: \"true\")", draft=draft, opted_out=True)
     namespace = str(request.get("namespace") or metadata.get("namespace") or "")
-    return apply_profiles(draft, policies=policies, namespaces=namespaces, namespace=namespace, request=request,
-                          uid=uid)
+    decision = apply_profiles(draft, policies=policies, namespaces=namespaces, namespace=namespace, request=request,
+                              uid=uid)
+    note = enforce_note(draft.pod, namespace=namespace, policies=policies)
+    if note:
+        decision.warnings.append(note)
+    return decision
+
+
+def enforce_note(pod: Mapping[str, Any], *, namespace: str, policies: PolicySet) -> str:
+    """The warning for a pod that ends the profile stage with `vke.volcengine.com/burst-to-vci: enforce` while a
+    ResourcePolicy of its namespace selects it ("" otherwise): Volcengine hard-schedules such a pod to VCI and its
+    ResourcePolicy does not apply, so the pool step leaves it alone (`webhook.pools.placement.enforce_wins`)."""
+    selecting = bypassed_policies(pod, policies.compiled.get("ResourcePolicy", ()), namespace)
+    if not selecting:
+        return ""
+    names = ", ".join(f"{namespace}/{name}" for name in selecting)
+    return (f"burstflow: pod has {VCI_BURST}: enforce, so it goes to VCI and is not placed by ResourcePolic"
+            f"{'y' if len(selecting) == 1 else 'ies'} {names} (enforce wins over pools, as on Volcengine); "
+            f"remove the annotation or the profile that sets it to let the pool decide")
 
 
 def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: NamespaceLookup | None, namespace: str,
@@ -339,6 +378,7 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     toleration_keys: list[tuple[Any, ...]] | None = None
     new_tolerations: list[dict[str, Any]] = []
     seccomp_change: Change | None = None
+    seccomp_decided: str | None = None
     applied: list[str] = []
     for profile in policies.profiles:
         if profile.workflow_pods_only and not is_workflow_pod:
@@ -383,8 +423,19 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
         if profile.node_affinity and draft.require_node_affinity(profile.node_affinity):
             changes.append(Change(profile.name, "spec.affinity.nodeAffinity (required)",
                                   [dict(r) for r in profile.node_affinity], "added"))
-        if profile.seccomp and seccomp_change is None:
-            seccomp_change = profile.seccomp_change
+        if profile.preferred and draft.prefer_node_affinity(profile.preferred):
+            changes.append(Change(profile.name, "spec.affinity.nodeAffinity (preferred)",
+                                  [dict(t) for t in profile.preferred], "added"))
+        # The first profile with an opinion decides seccomp, like every other field: so a higher-priority profile
+        # with `seccomp: Disabled` opts its pods out of a lower-priority RuntimeDefault (ConfigMap profiles have
+        # no opinion).
+        if seccomp_decided is None and profile.seccomp is not None:
+            seccomp_decided = profile.name
+            if profile.seccomp:
+                seccomp_change = profile.seccomp_change
+            else:
+                changes.append(Change(profile.name, "spec.securityContext.seccompProfile", None,
+                                      "left alone (seccomp: Disabled)"))
     if not applied:
         decision.outcome = "skipped"
         decision.reason = "no profile matched"

@@ -138,7 +138,9 @@ class Profile:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Mapping[str, Any], ...] = ()
     node_affinity: tuple[Mapping[str, Any], ...] = ()
-    seccomp: bool = True
+    preferred: tuple[Mapping[str, Any], ...] = ()
+    # True: RuntimeDefault; False: `seccomp: Disabled` (this profile opts its pods out); None: no opinion.
+    seccomp: bool | None = True
     override: bool = False
     provider: str = ""
     order: tuple[Any, ...] = field(default=(), compare=False)
@@ -432,6 +434,7 @@ def _compile_spec(name: str, spec: Mapping[str, Any], env: cel.Environment, *, s
         node_selector=_merge(effect.node_selector, node_selector),
         tolerations=tuple(effect.tolerations) + tuple(spec.get("tolerations") or ()),
         node_affinity=tuple(effect.node_affinity),
+        preferred=tuple(effect.preferred),
         seccomp=seccomp == "RuntimeDefault",
         override=bool(spec.get("override", False)),
         provider=provider_name,

@@ -1,8 +1,18 @@
 """Provider presets: what a pod needs to land on Volcengine VCI, Alibaba ECI / ACS or any virtual-kubelet node.
 
 A preset turns the few settings a platform team cares about into an `Effect` (annotations, labels, tolerations,
-node selector, required node-affinity requirements). Effects are plain data: BurstProfiles, the vci-profile /
-eci-profile ConfigMaps and resource-pool subsets all build them here and apply them with `webhook.mutate`.
+node selector, required node-affinity requirements, preferred node-affinity terms). Effects are plain data:
+BurstProfiles, the vci-profile / eci-profile ConfigMaps and resource-pool subsets all build them here and apply them
+with `webhook.mutate` (profiles) or `webhook.pools.placement` (pool subsets).
+
+Sources for what each provider documents (README.md, "Provider presets"):
+- Alibaba ACK, native scheduling to ECI (current ACK; `alibabacloud.com/burst-resource` is no longer maintained for
+  Kubernetes >= 1.24): https://www.alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/user-guide/configure-eci-scaling
+  and https://www.alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/user-guide/use-elastic-container-instance-based-scheduling
+- ECI spot annotations, including `k8s.aliyun.com/eci-spot-fallback`:
+  https://www.alibabacloud.com/help/en/eci/user-guide/create-a-preemptible-elastic-container-instance-1
+- Volcengine vci-profile (soft) versus `vke.volcengine.com/burst-to-vci: enforce` (hard, ResourcePolicy does not
+  apply): https://docs.byteplus.com/id/docs/vke/Using-VCI-by-configuring-vci-profile
 """
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ ECI_BURST = "alibabacloud.com/burst-resource"
 ECI_SPECS = "k8s.aliyun.com/eci-use-specs"
 ECI_SPOT_STRATEGY = "k8s.aliyun.com/eci-spot-strategy"
 ECI_SPOT_PRICE_LIMIT = "k8s.aliyun.com/eci-spot-price-limit"
+ECI_SPOT_FALLBACK = "k8s.aliyun.com/eci-spot-fallback"
 ECI_EXTRA_STORAGE = "k8s.aliyun.com/eci-extra-ephemeral-storage"
 ECI_VSWITCH = "k8s.aliyun.com/eci-vswitch"
 ECI_SECURITY_GROUP = "k8s.aliyun.com/eci-security-group"
@@ -32,9 +43,20 @@ ACS_COMPUTE_CLASS = "alibabacloud.com/compute-class"
 ACS_COMPUTE_QOS = "alibabacloud.com/compute-qos"
 
 VK_NODE_LABEL = ("type", "virtual-kubelet")
+# Node-affinity requirements on the virtual-node label: Alibaba's documented "ECS first" preference
+# (type NotIn [virtual-kubelet]) and "ECI only" requirement (type In [virtual-kubelet]); the same label selects VCI
+# virtual nodes in Volcengine's ResourcePolicy example.
+ON_VIRTUAL_NODE = {"key": VK_NODE_LABEL[0], "operator": "In", "values": [VK_NODE_LABEL[1]]}
+OFF_VIRTUAL_NODE = {"key": VK_NODE_LABEL[0], "operator": "NotIn", "values": [VK_NODE_LABEL[1]]}
+# Weight of a preset's preferred term: the maximum, so that the preference outweighs resource-balancing scores
+# (the scheduler normalises node-affinity scores per pod, then weighs them against the other score plugins).
+PREFERRED_WEIGHT = 100
 
 VCI_MODES = ("enforce", "auto")
 ECI_MODES = ("eci", "eci_only")
+# nodeAffinity: Kubernetes-native scheduling, what Alibaba documents for current ACK. burstResource: the legacy
+# `alibabacloud.com/burst-resource` annotation, read only by ACK's older "ECI-based elastic scheduling".
+ECI_SCHEDULING = ("nodeAffinity", "burstResource")
 ECI_SPOT_STRATEGIES = ("SpotAsPriceGo", "SpotWithPriceLimit")
 ACS_QOS = ("default", "best-effort")
 VK_PLACEMENTS = ("nodeSelector", "nodeAffinity")
@@ -53,22 +75,36 @@ class PresetError(ValueError):
 class Effect:
     """What to add to a pod. Key/value pairs keep their declaration order; tolerations are full toleration dicts;
     `node_affinity` holds `NodeSelectorRequirement` dicts that must hold on the chosen node (ANDed into every
-    required term)."""
+    required term); `preferred` holds `PreferredSchedulingTerm` dicts ({weight, preference}) added to the pod's
+    preferred node affinity."""
 
     annotations: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Mapping[str, Any], ...] = ()
     node_selector: tuple[tuple[str, str], ...] = ()
     node_affinity: tuple[Mapping[str, Any], ...] = field(default=())
+    preferred: tuple[Mapping[str, Any], ...] = field(default=())
 
     def __add__(self, other: Effect) -> Effect:
         return Effect(self.annotations + other.annotations, self.labels + other.labels,
                       self.tolerations + other.tolerations, self.node_selector + other.node_selector,
-                      self.node_affinity + other.node_affinity)
+                      self.node_affinity + other.node_affinity, self.preferred + other.preferred)
 
     @property
     def empty(self) -> bool:
-        return not (self.annotations or self.labels or self.tolerations or self.node_selector or self.node_affinity)
+        return not (self.annotations or self.labels or self.tolerations or self.node_selector or self.node_affinity
+                    or self.preferred)
+
+
+def prefer(*requirements: Mapping[str, Any], weight: int = PREFERRED_WEIGHT) -> dict[str, Any]:
+    """A `PreferredSchedulingTerm` whose preference ANDs `requirements`."""
+    return {"weight": weight, "preference": {"matchExpressions": [dict(r) for r in requirements]}}
+
+
+def enforced_to_vci(annotations: Mapping[str, Any] | None) -> bool:
+    """True when the pod carries `vke.volcengine.com/burst-to-vci: enforce`: Volcengine hard-schedules it to VCI and
+    a ResourcePolicy does not apply to it (their documented precedence), so Burstflow's pools leave it alone too."""
+    return bool(annotations) and annotations.get(VCI_BURST) == "enforce"
 
 
 def _string(settings: Mapping[str, Any], key: str, *, choices: tuple[str, ...] | None = None,
@@ -118,11 +154,34 @@ def volcengine_vci(settings: Mapping[str, Any]) -> Effect:
     return Effect(annotations=tuple(annotations), tolerations=(VCI_TOLERATION,))
 
 
+def _flag(settings: Mapping[str, Any], key: str) -> bool:
+    value = settings.get(key, False)
+    if not isinstance(value, bool):
+        raise PresetError(key, f"must be true or false, not {value!r}")
+    return value
+
+
 def alibaba_eci(settings: Mapping[str, Any]) -> Effect:
-    """`mode` (eci = ECS first then ECI | eci_only, default eci), `specs`, `spotStrategy`, `spotPriceLimit`,
-    `extraEphemeralStorage` -> ECI annotations + the virtual-node toleration."""
-    _only(settings, ("mode", "specs", "spotStrategy", "spotPriceLimit", "extraEphemeralStorage"))
-    annotations = [(ECI_BURST, _string(settings, "mode", choices=ECI_MODES, default="eci"))]
+    """`mode` (eci = ECS first, ECI when ECS is full | eci_only, default eci), `scheduling` (nodeAffinity | the
+    legacy burstResource, default nodeAffinity), `specs`, `spotStrategy`, `spotPriceLimit`, `spotFallback`,
+    `extraEphemeralStorage` -> the virtual-node toleration, node affinity (or the legacy annotation), ECI annotations.
+
+    nodeAffinity, as Alibaba documents for current ACK: `eci` prefers nodes that are not virtual nodes
+    (type NotIn [virtual-kubelet]) and tolerates the virtual nodes' taint, so the scheduler falls through to ECI when
+    ECS is full; `eci_only` requires type In [virtual-kubelet]."""
+    _only(settings, ("mode", "scheduling", "specs", "spotStrategy", "spotPriceLimit", "spotFallback",
+                     "extraEphemeralStorage"))
+    mode = _string(settings, "mode", choices=ECI_MODES, default="eci")
+    scheduling = _string(settings, "scheduling", choices=ECI_SCHEDULING, default="nodeAffinity")
+    annotations = []
+    node_affinity: tuple[Mapping[str, Any], ...] = ()
+    preferred: tuple[Mapping[str, Any], ...] = ()
+    if scheduling == "burstResource":
+        annotations.append((ECI_BURST, mode))
+    elif mode == "eci_only":
+        node_affinity = (ON_VIRTUAL_NODE,)
+    else:
+        preferred = (prefer(OFF_VIRTUAL_NODE),)
     specs = _joined(settings, "specs")
     if specs:
         annotations.append((ECI_SPECS, specs))
@@ -138,10 +197,16 @@ def alibaba_eci(settings: Mapping[str, Any]) -> Effect:
         if isinstance(limit, bool) or not isinstance(limit, (int, float, str)):
             raise PresetError("spotPriceLimit", f"must be a number (hourly price), not {limit!r}")
         annotations.append((ECI_SPOT_PRICE_LIMIT, str(limit)))
+    if _flag(settings, "spotFallback"):
+        if not strategy:
+            raise PresetError("spotFallback", "only applies with a spotStrategy (it falls back from spot to "
+                                              "pay-as-you-go)")
+        annotations.append((ECI_SPOT_FALLBACK, "true"))
     storage = _string(settings, "extraEphemeralStorage")
     if storage:
         annotations.append((ECI_EXTRA_STORAGE, storage))
-    return Effect(annotations=tuple(annotations), tolerations=(ECI_TOLERATION,))
+    return Effect(annotations=tuple(annotations), tolerations=(ECI_TOLERATION,), node_affinity=node_affinity,
+                  preferred=preferred)
 
 
 def alibaba_acs(settings: Mapping[str, Any]) -> Effect:

@@ -6,10 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.policy import toleration_key
-from webhook.providers import Effect
+from webhook.policy import Profile, toleration_key
+from webhook.providers import VCI_BURST, Effect, enforced_to_vci
 from webhook.pools.model import (DO_NOT_SCHEDULE, LAST_POOL, POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION,
-                                 UNPLACED, ResourcePolicy)
+                                 UNPLACED, ResourcePolicy, Subset)
+from webhook.selectors import Requirement, Selector
+
+# The label Argo's controller puts on every workflow pod (what BurstProfiles' workflowPodsOnly looks for).
+WORKFLOW_POD_LABEL = "workflows.argoproj.io/workflow"
 
 PLACE = "place"
 LEAVE_UNPLACED = "unplaced"
@@ -71,20 +75,41 @@ def previous_placement(pod: Mapping[str, Any], policy: ResourcePolicy) -> tuple[
     return token, policy.subset_index(pool) if isinstance(pool, str) and pool else None
 
 
+def reachable(policy: ResourcePolicy, index: int) -> list[Subset]:
+    """The subsets a pod placed in subset `index` may run in: DoNotSchedule, only that one; ScheduleAnyWay, that one
+    and every later one, so the scheduler can fall through when the pool's nodes are full."""
+    subset = policy.subsets[index]
+    return [subset] if subset.when_not_reach_max == DO_NOT_SCHEDULE else list(policy.subsets[index:])
+
+
+def pool_term(subset: Subset) -> dict[str, Any] | None:
+    """The node selector term of a subset's nodes: its `nodeSelectorTerm` ANDed with the node requirements of its
+    provider preset (required node affinity, and node selector entries as `In` requirements). None when the subset
+    constrains nothing (its pods may run anywhere)."""
+    term = copy.deepcopy(subset.node_selector_term) if subset.node_selector_term else {}
+    effect = subset.provider
+    if effect is not None:
+        extra = [dict(r) for r in effect.node_affinity]
+        extra += [{"key": key, "operator": "In", "values": [value]} for key, value in effect.node_selector]
+        for requirement in extra:
+            if requirement not in (term.get("matchExpressions") or []):
+                term.setdefault("matchExpressions", []).append(requirement)
+    return term or None
+
+
 def required_terms(policy: ResourcePolicy, index: int) -> list[dict[str, Any]] | None:
     """The nodeSelectorTerms (ORed) a pod in subset `index` must satisfy; None when it may run anywhere.
 
     DoNotSchedule: only this subset's term. ScheduleAnyWay: this subset's or any later subset's term, so the
     scheduler can fall through. A subset without a term is unconstrained, which makes the whole OR unconstrained.
     """
-    subset = policy.subsets[index]
-    chosen = [subset] if subset.when_not_reach_max == DO_NOT_SCHEDULE else list(policy.subsets[index:])
     terms: list[dict[str, Any]] = []
-    for candidate in chosen:
-        if candidate.node_selector_term is None:
+    for candidate in reachable(policy, index):
+        term = pool_term(candidate)
+        if term is None:
             return None
-        if candidate.node_selector_term not in terms:
-            terms.append(candidate.node_selector_term)
+        if term not in terms:
+            terms.append(term)
     return terms
 
 
@@ -93,12 +118,29 @@ def preferred_terms(policy: ResourcePolicy, index: int) -> list[dict[str, Any]]:
     if policy.subsets[index].when_not_reach_max == DO_NOT_SCHEDULE:
         return []
     terms: list[dict[str, Any]] = []
-    for candidate in policy.subsets[index:]:
-        if candidate.node_selector_term is not None and candidate.node_selector_term not in terms:
-            terms.append(candidate.node_selector_term)
+    for candidate in reachable(policy, index):
+        term = pool_term(candidate)
+        if term is not None and term not in terms:
+            terms.append(term)
     count = len(terms)
     return [{"weight": max(1, round(100 * (count - k) / count)), "preference": copy.deepcopy(term)}
             for k, term in enumerate(terms)]
+
+
+def spill_tolerations(policy: ResourcePolicy, index: int) -> list[dict[str, Any]]:
+    """Every toleration a pod in subset `index` needs on the nodes it may land on: the subset's own and its
+    provider preset's, and under ScheduleAnyWay those of every later subset too (without the VCI toleration a pod
+    that spills from an ECS pool stays Pending beside a VCI node with room). In pool order, without repeats."""
+    result: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for candidate in reachable(policy, index):
+        provided = candidate.provider.tolerations if candidate.provider is not None else ()
+        for toleration in (*candidate.tolerations, *provided):
+            key = toleration_key(toleration)
+            if key not in seen:
+                seen.add(key)
+                result.append(dict(toleration))
+    return result
 
 
 def _implies(term: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
@@ -165,31 +207,29 @@ def _add_tolerations(spec: dict[str, Any], tolerations: Sequence[Mapping[str, An
 
 
 def _apply_effect(pod: dict[str, Any], effect: Effect) -> None:
-    """A subset's provider preset: keys the pod already has win; affinity requirements are ANDed into every term."""
+    """The placed subset's provider preset, beyond what `pool_term` and `spill_tolerations` already wrote: its labels
+    and annotations (keys the pod already has win) and its preferred node-affinity terms."""
     metadata = pod["metadata"]
     for key, value in effect.labels:
         metadata["labels"].setdefault(key, value)
     for key, value in effect.annotations:
         metadata["annotations"].setdefault(key, value)
-    spec = pod["spec"]
-    _add_tolerations(spec, effect.tolerations)
-    if effect.node_selector:
-        selector = spec.get("nodeSelector") or {}
-        for key, value in effect.node_selector:
-            selector.setdefault(key, value)
-        spec["nodeSelector"] = selector
-    if effect.node_affinity:
-        node = spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
-        selector = node.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
-        ours = [{"matchExpressions": [dict(r) for r in effect.node_affinity]}]
-        selector["nodeSelectorTerms"] = merge_required(selector.get("nodeSelectorTerms") or [], ours)
+    if effect.preferred:
+        node = pod["spec"].setdefault("affinity", {}).setdefault("nodeAffinity", {})
+        existing = node.setdefault("preferredDuringSchedulingIgnoredDuringExecution", [])
+        present = [item.get("preference") for item in existing if isinstance(item, Mapping)]
+        for item in effect.preferred:
+            if item["preference"] not in present:
+                existing.append(copy.deepcopy(dict(item)))
 
 
 def shape_pod(pod: Mapping[str, Any], *, policy: ResourcePolicy, subset: int, token: str) -> dict[str, Any]:
     """A copy of `pod` placed in `policy.subsets[subset]`: pool label, token and policy annotations, required (and
-    for ScheduleAnyWay preferred) node affinity merged into the pod's own, the subset's tolerations, labels,
-    annotations and provider preset. Values the pod already has win over the subset's; applying it twice to
-    its own output changes nothing (a reinvoked webhook adds no duplicate term or toleration).
+    for ScheduleAnyWay preferred) node affinity merged into the pod's own, the tolerations of every subset it may
+    land on (`spill_tolerations`), and the placed subset's labels, annotations and provider preset. Later subsets
+    contribute only tolerations and terms: their labels, annotations and presets (e.g. `burst-to-vci`) would claim
+    or steer the pod. Values the pod already has win over the subset's; applying it twice to its own output changes
+    nothing (a reinvoked webhook adds no duplicate term or toleration).
     """
     result = copy.deepcopy(dict(pod))
     target = policy.subsets[subset]
@@ -206,7 +246,7 @@ def shape_pod(pod: Mapping[str, Any], *, policy: ResourcePolicy, subset: int, to
     metadata["labels"] = labels
     metadata["annotations"] = annotations
     spec = result.setdefault("spec", {})
-    _add_tolerations(spec, target.tolerations)
+    _add_tolerations(spec, spill_tolerations(policy, subset))
     _apply_affinity(spec, policy, subset)
     if target.provider is not None:
         _apply_effect(result, target.provider)
@@ -228,12 +268,34 @@ def mark_unplaced(pod: Mapping[str, Any], *, policy: ResourcePolicy, token: str)
     return result
 
 
+def enforce_wins(pod: Mapping[str, Any]) -> bool:
+    """True for a pod that carries `vke.volcengine.com/burst-to-vci: enforce` and that no pool has placed yet.
+
+    Volcengine documents the precedence: enforce hard-schedules the pod to VCI and the ResourcePolicy does not
+    apply to it. A pod placed earlier (it has our reservation token, e.g. from a pool whose provider preset set
+    enforce) stays the pool's, so a reinvoked webhook keeps its placement and counts.
+    """
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return enforced_to_vci(annotations) and RESERVATION_ANNOTATION not in annotations
+
+
+def bypassed_policies(pod: Mapping[str, Any], policies: Sequence[ResourcePolicy], namespace: str) -> list[str]:
+    """Names of the ResourcePolicies that would manage `pod` but do not because enforce wins (`enforce_wins`)."""
+    if not enforce_wins(pod):
+        return []
+    return sorted(p.name for p in policies if p.namespace == namespace and p.matches(pod))
+
+
 def select_policy(policies: Sequence[ResourcePolicy], pod: Mapping[str, Any],
                   namespace: str) -> tuple[ResourcePolicy | None, list[str]]:
     """The policy that manages `pod` (same namespace, selector matches), and warnings when several match.
 
-    Several matching policies: the one named first alphabetically wins (deterministic across replicas).
+    Several matching policies: the one named first alphabetically wins (deterministic across replicas). A pod with
+    `vke.volcengine.com/burst-to-vci: enforce` is managed by none: Volcengine documents that enforce hard-schedules
+    the pod to VCI and the ResourcePolicy does not apply (the profile step, `webhook.mutate.enforce_note`, warns).
     """
+    if enforce_wins(pod):
+        return None, []
     matching = sorted((p for p in policies if p.namespace == namespace and p.matches(pod)), key=lambda p: p.name)
     if not matching:
         return None, []
@@ -242,3 +304,76 @@ def select_policy(policies: Sequence[ResourcePolicy], pod: Mapping[str, Any],
         warnings.append(f"pod matches ResourcePolicies {', '.join(p.name for p in matching)}; "
                         f"using {matching[0].name} (first by name)")
     return matching[0], warnings
+
+
+# --- validation: ResourcePolicies that profiles enforcing VCI take pods away from ------------------------------------
+
+
+def _satisfiable(requirements: Sequence[Requirement]) -> bool:
+    """Whether some label set meets every requirement (AND), e.g. {a In [x]} with {a NotIn [x]} cannot."""
+    by_key: dict[str, list[Requirement]] = {}
+    for requirement in requirements:
+        by_key.setdefault(requirement.key, []).append(requirement)
+    for group in by_key.values():
+        operators = {r.operator for r in group}
+        if "DoesNotExist" in operators:
+            if operators & {"In", "Exists"}:
+                return False
+            continue
+        allowed: frozenset[str] | None = None
+        for requirement in group:
+            if requirement.operator == "In":
+                allowed = requirement.values if allowed is None else allowed & requirement.values
+        if allowed is not None:
+            excluded = frozenset().union(*(r.values for r in group if r.operator == "NotIn"))
+            if not allowed - excluded:
+                return False
+    return True
+
+
+def _describe(selector: Selector) -> str:
+    parts = []
+    for r in selector.requirements:
+        values = ",".join(sorted(r.values))
+        parts.append({"In": f"{r.key}={values}" if len(r.values) == 1 else f"{r.key} in ({values})",
+                      "NotIn": f"{r.key} notin ({values})", "Exists": r.key,
+                      "DoesNotExist": f"!{r.key}"}[r.operator])
+    return ", ".join(parts) or "any labels"
+
+
+def enforce_overlaps(*, profiles: Sequence[Profile], resource_policies: Sequence[ResourcePolicy],
+                     namespaces: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warnings for `burstflow policies validate`: a ResourcePolicy selects pods that a profile enforces onto VCI
+    (it sets `vke.volcengine.com/burst-to-vci: enforce` as a literal value), so those pods are not placed by it.
+
+    Pods overlap when the ResourcePolicy's selector and the profile's object selector (plus the Argo-pod label when
+    the profile only selects workflow pods) can hold together. The profile's namespace selector is checked against
+    the ResourcePolicy's namespace when a Namespace object gives its labels; otherwise the warning says which labels
+    would make it apply. CEL matchConditions are not evaluated (they can only narrow the overlap).
+    """
+    warnings = []
+    enforcing = [p for p in profiles if dict(p.annotations).get(VCI_BURST) == "enforce"]
+    for policy in resource_policies:
+        definite, conditional = [], []
+        for profile in enforcing:
+            required = list(policy.selector.requirements) + list(profile.object_selector.requirements)
+            if profile.workflow_pods_only:
+                required.append(Requirement(WORKFLOW_POD_LABEL, "Exists"))
+            if not _satisfiable(required):
+                continue
+            namespace = namespaces.get(policy.namespace)
+            if profile.namespace_selector.empty:
+                definite.append(profile.name)
+            elif namespace is not None:
+                labels = (namespace.get("metadata") or {}).get("labels") or {}
+                if profile.namespace_selector.matches(labels):
+                    definite.append(profile.name)
+            else:
+                conditional.append(f"{profile.name} (if namespace {policy.namespace} is labelled "
+                                   f"{_describe(profile.namespace_selector)})")
+        if definite or conditional:
+            warnings.append(
+                f"ResourcePolicy {policy.namespace}/{policy.name}: pods it selects ({_describe(policy.selector)}) "
+                f"are enforced onto VCI ({VCI_BURST}: enforce) by {', '.join(definite + conditional)}; such pods are "
+                f"not placed by this ResourcePolicy (enforce wins over pools, as on Volcengine)")
+    return warnings
