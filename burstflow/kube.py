@@ -348,9 +348,11 @@ class Kube:
         return await self._call("GET", resource.path(namespace, name, subresource))
 
     async def list(self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None,
-                   field_selector: str | None = None, page_size: int | None = DEFAULT_PAGE_SIZE) -> JSON:
+                   field_selector: str | None = None, page_size: int | None = DEFAULT_PAGE_SIZE,
+                   transform: Callable[[JSON], Any] | None = None) -> JSON:
         """Every matching object as one List dict: `items` from all pages, `metadata.resourceVersion` of the
-        snapshot (start a watch from it).
+        snapshot (start a watch from it). With `transform`, `items` holds `transform(object)` instead, applied
+        page by page, so a big list never holds all its full objects at once.
 
         Pages of `page_size` are followed through `metadata.continue` (None asks for everything at once). When a
         continue token expires (410, the server compacted its history mid-list) the list restarts from scratch
@@ -359,7 +361,8 @@ class Kube:
         for attempt in (1, 2):
             try:
                 return await self._list_pages(resource, namespace=namespace, label_selector=label_selector,
-                                              field_selector=field_selector, page_size=page_size)
+                                              field_selector=field_selector, page_size=page_size,
+                                              transform=transform)
             except _ContinueExpired as expired:
                 if attempt == 2:
                     raise expired.error from None
@@ -367,7 +370,8 @@ class Kube:
         raise AssertionError("unreachable")
 
     async def _list_pages(self, resource: Resource, *, namespace: str | None, label_selector: str | None,
-                          field_selector: str | None, page_size: int | None) -> JSON:
+                          field_selector: str | None, page_size: int | None,
+                          transform: Callable[[JSON], Any] | None = None) -> JSON:
         path = resource.path(namespace)
         items: list[JSON] = []
         first: JSON | None = None
@@ -386,7 +390,7 @@ class Kube:
                 raise
             if first is None:
                 first = page
-            items.extend(page.get("items") or [])
+            items.extend(map(transform, page.get("items") or []) if transform else page.get("items") or [])
             previous, token = token, (page.get("metadata") or {}).get("continue") or None
             if not token:
                 break
@@ -584,7 +588,8 @@ class Reflector:
     The cache is updated before `on_event` is awaited, so the callback reads the new state. BOOKMARKs are not
     delivered. Errors back off exponentially on the injected clock (`backoff_initial` doubling up to
     `backoff_max`); an exception raised by `on_event` is logged and does not stop the reflector.
-    `synced` is set once the first list has been delivered.
+    `synced` is set once the first list has been delivered. With `transform`, the cache and the events hold
+    `transform(object)` (a slimmer value, keyed as the object was) instead of the object itself.
     """
 
     kube: Kube
@@ -599,6 +604,7 @@ class Reflector:
     backoff_initial: float = 0.8
     backoff_max: float = 30.0
     page_size: int | None = DEFAULT_PAGE_SIZE
+    transform: Callable[[JSON], Any] | None = None
     cache: dict[ObjectKey, JSON] = field(default_factory=dict, init=False)
     resource_version: str | None = field(default=None, init=False)
     synced: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -660,15 +666,17 @@ class Reflector:
                 delay = min(delay * 2, self.backoff_max)
 
     async def _relist(self) -> None:
+        transform = self.transform
+        keyed = (lambda obj: (object_key(obj), transform(obj))) if transform else (lambda obj: (object_key(obj), obj))
         listing = await self.kube.list(self.resource, namespace=self.namespace, label_selector=self.label_selector,
-                                       field_selector=self.field_selector, page_size=self.page_size)
-        fresh = {object_key(obj): obj for obj in listing.get("items") or []}
+                                       field_selector=self.field_selector, page_size=self.page_size, transform=keyed)
+        fresh = dict(listing.get("items") or [])
         changes: list[WatchEvent] = []
         for key, obj in fresh.items():
             old = self.cache.get(key)
             if old is None:
                 changes.append(WatchEvent("ADDED", obj))
-            elif _rv(old) != _rv(obj):
+            elif (old != obj) if transform else _rv(old) != _rv(obj):
                 changes.append(WatchEvent("MODIFIED", obj))
         for key, old in self.cache.items():
             if key not in fresh:
@@ -689,6 +697,8 @@ class Reflector:
         if event.type == "BOOKMARK":
             return
         key = object_key(event.object)
+        if self.transform:
+            event = WatchEvent(event.type, self.transform(event.object))
         if event.type == "DELETED":
             self.cache.pop(key, None)
         else:

@@ -242,6 +242,7 @@ EXPECTED_RULES = {
         ("burstflow.io", "resourcepolicies/status", "get,patch,update"),
         ("", "namespaces", "get,list,watch"),
         ("", "pods", "list,watch"),
+        ("", "nodes", "get,list,watch"),
         ("", "events", "create,patch"),
     },
     ("Role", "burstflow-webhook-profiles", "kube-system"): {("", "configmaps", "get,list,watch")},

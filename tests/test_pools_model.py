@@ -144,3 +144,154 @@ def test_selector_forms_are_equivalent():
     for policy in (plain, selector, expressions):
         assert policy.selector.matches({"resource": "vci", "other": "1"})
         assert not policy.selector.matches({"resource": "ecs"})
+
+
+# --- maxReplicasRatio as Volcengine defines it --------------------------------------------------------------------
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from webhook.pools.model import node_term_matches  # noqa: E402
+from webhook.pools.placement import LEAVE_UNPLACED, PLACE, decide  # noqa: E402
+from webhook.pools.usage import (PodRecord, Usage, bucket_of, pod_record, reconcile, reserve_batch,  # noqa: E402
+                                 status_from_usage, usage_from_status)
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+
+
+def test_volcengine_example_places_the_first_pod_in_ecs_and_the_second_in_vci():
+    policy = compile_resource_policy(load(VOLCENGINE))
+    placed, unplaced, where = [0, 0], 0, []
+    for _ in range(12):
+        decision = decide(policy, placed, unplaced)
+        if decision.action == PLACE:
+            placed[decision.subset] += 1
+            where.append(policy.subsets[decision.subset].name)
+        else:
+            assert decision.action == LEAVE_UNPLACED
+            unplaced += 1
+            where.append("unplaced")
+    # Each pool's share before the pod: 0/0 -> ecs; ecs 1/1 exceeded, vci 0/1 -> vci; both 1/n > 0.1 until n = 10.
+    assert where == ["ecs-pool", "vci-pool"] + ["unplaced"] * 8 + ["ecs-pool", "vci-pool"]
+
+
+@pytest.mark.parametrize("ratio, max_replicas, managed, expected", [
+    pytest.param("0.1", None, 1, 1, id="first pod: share 0 of 0 has not exceeded"),
+    pytest.param("0.1", None, 10, 1, id="9 before: 1/9 exceeded, so still 1"),
+    pytest.param("0.1", None, 11, 2, id="10 before: 1/10 has not exceeded, so a 2nd"),
+    pytest.param("0.5", None, 3, 2, id="2 before: 1/2 not exceeded"),
+    pytest.param("1", None, 7, 7, id="ratio 1 never limits"),
+    pytest.param("0", None, 1, 0, id="ratio 0 takes none"),
+    pytest.param("0.1", 1, 500, 1, id="maxReplicas stays a hard cap"),
+    pytest.param(None, 3, 500, 3, id="maxReplicas alone"),
+])
+def test_effective_max_follows_the_share_before_the_pod(ratio, max_replicas, managed, expected):
+    subset = {"name": "a", "maxReplicasRatio": ratio, "maxReplicas": max_replicas}
+    policy = compile_resource_policy(with_subset(**subset))
+    assert policy.subsets[0].effective_max(managed) == expected
+
+
+# --- counting where pods run -------------------------------------------------------------------------------------
+
+ECS_TERM = [{"key": "pool", "operator": "In", "values": ["ecs"]}]
+VK_TERM = [{"key": "type", "operator": "In", "values": ["virtual-kubelet"]}]
+RUNS = compile_resource_policy({
+    "apiVersion": "burstflow.io/v1alpha1", "kind": "ResourcePolicy", "metadata": {"name": "p", "namespace": "ns"},
+    "spec": {"selector": {"app": "wf"}, "subsets": [
+        {"name": "ecs", "maxReplicas": 2, "whenNotReachMax": "ScheduleAnyWay", "nodeSelectorTerm": ECS_TERM},
+        {"name": "vci", "maxReplicas": 1, "nodeSelectorTerm": VK_TERM},
+        {"name": "any"}]}})
+NODES = {"ecs-1": {"pool": "ecs"}, "vk-1": {"type": "virtual-kubelet"}, "other-1": {"zone": "a"}}
+
+
+def record(token, pool, node="", finished=False, policy="p", namespace="ns"):
+    return PodRecord(namespace=namespace, name=f"pod-{token}", token=token, policy=policy, pool=pool, node=node,
+                     finished=finished)
+
+
+@pytest.mark.parametrize("pod, expected", [
+    pytest.param(record("t", "ecs"), "ecs", id="not bound yet: where it was reserved"),
+    pytest.param(record("t", "ecs", "ecs-1"), "ecs", id="bound to its own pool's node"),
+    pytest.param(record("t", "ecs", "vk-1"), "vci", id="ScheduleAnyWay pod fell through to a later pool's node"),
+    pytest.param(record("t", "vci", "ecs-1"), "ecs", id="found on an earlier pool's node"),
+    pytest.param(record("t", "ecs", "other-1"), "ecs", id="node matches no pool with a term: stays"),
+    pytest.param(record("t", "ecs", "unknown-node"), "ecs", id="node labels not known (yet): stays"),
+    pytest.param(record("t", "any", "vk-1"), "any", id="a pool without a term claims every node of its pods"),
+    pytest.param(record("t", "", "ecs-1"), "", id="unplaced stays unplaced"),
+    pytest.param(record("t", "gone"), None, id="label naming no subset: not counted"),
+])
+def test_a_bound_pod_counts_in_the_pool_whose_nodes_it_runs_on(pod, expected):
+    assert bucket_of(RUNS, pod, NODES) == expected
+
+
+@pytest.mark.parametrize("term, labels, name, expected", [
+    ({"matchExpressions": ECS_TERM}, {"pool": "ecs"}, "n", True),
+    ({"matchExpressions": ECS_TERM}, {"pool": "vci"}, "n", False),
+    ({"matchExpressions": [{"key": "pool", "operator": "NotIn", "values": ["ecs"]}]}, {}, "n", True),
+    ({"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}, {"gpu": ""}, "n", True),
+    ({"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}, {"gpu": "1"}, "n", False),
+    ({"matchExpressions": [{"key": "cpus", "operator": "Gt", "values": ["8"]}]}, {"cpus": "16"}, "n", True),
+    ({"matchExpressions": [{"key": "cpus", "operator": "Lt", "values": ["8"]}]}, {"cpus": "x"}, "n", False),
+    ({"matchExpressions": ECS_TERM + VK_TERM}, {"pool": "ecs"}, "n", False),
+    ({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}]}, {}, "n", True),
+])
+def test_node_selector_terms_match_as_the_scheduler_does(term, labels, name, expected):
+    assert node_term_matches(term, labels, name) is expected
+
+
+def pod(token, pool, phase="Running", policy_name="p", node=""):
+    return {"metadata": {"name": f"pod-{token}", "namespace": "ns", "labels": {"burstflow.io/pool": pool},
+                         "annotations": {"burstflow.io/reservation": token,
+                                         "burstflow.io/resource-policy": policy_name}},
+            "spec": {"nodeName": node} if node else {}, "status": {"phase": phase}}
+
+
+def test_reconcile_counts_running_pods_where_they_run_and_drops_seen_or_old_reservations():
+    usage = Usage(reservations={"ecs": {"seen": "2026-11-23T09:59:50Z", "young": "2026-11-23T09:59:30Z",
+                                        "old": "2026-11-23T09:58:59Z", "done": "2026-11-23T09:59:59Z"}},
+                  running={"ecs": 7, "vci": 3})
+    pods = [pod("seen", "ecs"), pod("finished", "vci", phase="Succeeded"), pod("done", "ecs", phase="Failed"),
+            pod("moved", "vci"), pod("spilled", "ecs", node="vk-1"), pod("stranger", "ecs", policy_name="other")]
+    result = reconcile(RUNS, usage, pods, now=NOW, reservation_timeout=60, nodes=NODES)
+    assert result.reservations == {"ecs": {"young": "2026-11-23T09:59:30Z"}}
+    assert result.running == {"ecs": 1, "vci": 2}
+    assert [record for record in map(pod_record, pods)][4].node == "vk-1"
+
+
+def test_status_holds_counts_not_pods_so_its_size_does_not_grow_with_live_pods():
+    sizes = {}
+    for live in (100, 100_000):
+        usage = Usage(running={"ecs": 2, "vci": 1, "any": live - 3})
+        reserve_batch(RUNS, usage, [f"token-{i:04d}" for i in range(200)], NOW)
+        sizes[live] = len(str(status_from_usage(RUNS, usage, now=NOW)))
+    # 200 reservations cost ~2,800 bytes; 99,900 more live pods only a few more digits in five counts and the summary.
+    assert sizes[100_000] - sizes[100] <= 20
+
+
+def test_reservations_are_grouped_by_second_and_read_back():
+    usage = Usage()
+    reserve_batch(RUNS, usage, ["t1", "t2"], NOW)
+    reserve_batch(RUNS, usage, ["t3"], NOW + timedelta(seconds=1))
+    status = status_from_usage(RUNS, usage, now=NOW)
+    assert status["subsets"][0]["reservations"] == {"2026-11-23T10:00:00Z": "t1 t2"}
+    assert status["subsets"][1]["reservations"] == {"2026-11-23T10:00:01Z": "t3"}
+    assert [(s["placed"], s["running"], s["pending"]) for s in status["subsets"]] == [(2, 0, 2), (1, 0, 1), (0, 0, 0)]
+    assert usage_from_status(RUNS, status) == usage
+
+
+def test_status_round_trip_and_condition_transition_time_kept():
+    usage = Usage(running={"any": 4})
+    reserve_batch(RUNS, usage, ["t1", "t2", "t3"], NOW)
+    status = status_from_usage(RUNS, usage, now=NOW)
+    assert status["summary"] == "ecs 2/2, vci 1/1, any 4/-, unplaced 0"
+    assert (status["placed"], status["managed"]) == (7, 7)
+    assert status["conditions"][0]["status"] == "False"
+    assert usage_from_status(RUNS, status) == usage
+    later = status_from_usage(RUNS, usage, now=NOW + timedelta(minutes=5), previous=status)
+    assert later == status
+
+
+def test_the_earlier_per_pod_layout_is_read_on_upgrade():
+    status = {"subsets": [{"name": "ecs", "placed": 2, "pods": {"a": "pod-a"},
+                           "reservations": {"b": "2026-11-23T09:59:50Z"}}]}
+    usage = usage_from_status(RUNS, status)
+    assert (usage.running, usage.reservations) == ({"ecs": 1}, {"ecs": {"b": "2026-11-23T09:59:50Z"}})

@@ -1,5 +1,6 @@
 """The reconciler under leader election: one replica reconciles (gauge 1), its watch frees the slot of a deleted
-pod, and another replica takes over when it leaves; counts are rebuilt from the pod list on start."""
+pod, and another replica takes over when it leaves; counts are rebuilt from the pod list on start; a bound pod is
+counted in the pool whose nodes it runs on (nodes created through the API; pods bound by spec.nodeName)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,12 +14,12 @@ from burstflow.clock import SystemClock
 from tests.test_pools_counting import CRD, SMALL, create_pod, policy_object
 from webhook.pools.model import compile_resource_policy
 from webhook.pools.placement import shape_pod
-from webhook.pools.reconciler import PoolReconciler
+from webhook.pools.reconciler import NODES, PoolReconciler
 from webhook.pools.stack import PoolStack
 
 pytestmark = pytest.mark.kube
-# Short election and reconcile periods so the hand-over happens within a second of wall time.
-FAST = {"lease_duration": 0.6, "renew_deadline": 0.4, "retry_period": 0.05}
+# The shortest election periods a Lease allows (whole seconds), so the hand-over takes a second or two.
+FAST = {"lease_duration": 3, "renew_deadline": 2, "retry_period": 1}
 
 
 async def eventually(predicate, timeout: float = 5.0):
@@ -31,6 +32,44 @@ async def eventually(predicate, timeout: float = 5.0):
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+def fake_node(name: str, labels: dict[str, str], *, cpu: str = "4", taints: tuple[dict, ...] = ()) -> tuple[dict, dict]:
+    """A Node and its Ready status, as ../shared/harness/fake-nodes.sh makes them: no kubelet behind it, so a real
+    scheduler binds pods to it and they stay Pending with spec.nodeName set."""
+    node = {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}},
+            "spec": {"taints": list(taints)}}
+    now = "2026-01-01T00:00:00Z"
+    resources = {"cpu": cpu, "memory": "1000Gi", "pods": "500"}
+    status = {"capacity": resources, "allocatable": resources,
+              "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fake node",
+                              "lastHeartbeatTime": now, "lastTransitionTime": now}]}
+    return node, status
+
+
+@pytest.fixture
+async def fake_nodes(kube):
+    """Creates Ready nodes through the API (deleted afterwards); returns each node's name."""
+    made: list[str] = []
+
+    async def make(name: str, labels: dict[str, str], **options) -> str:
+        node, status = fake_node(name, labels, **options)
+        await kube.create(NODES, node)
+        made.append(name)
+        await kube.patch(NODES, name, {"status": status}, subresource="status")
+        # A real API server taints a new node not-ready (the node lifecycle controller would lift it): put back
+        # exactly the taints asked for.
+        await kube.patch(NODES, name, [{"op": "replace", "path": "/spec/taints", "value": node["spec"]["taints"]}],
+                         patch_type="json")
+        return name
+
+    yield make
+    for name in made:
+        try:
+            await kube.delete(NODES, name)
+        except k.NotFound:
+            pass
 
 
 def gauge(registry: CollectorRegistry) -> float:
@@ -62,9 +101,9 @@ async def test_one_leader_reconciles_and_another_takes_over(kube, namespace, ins
 
         async def b_saw_a_holding():
             elector = b.leadership.elector
-            return elector.attempts >= 3 and elector.observed_holder == "replica-a"
+            return elector.attempts >= 2 and elector.observed_holder == "replica-a"
 
-        await eventually(b_saw_a_holding)  # b has tried, and lost, several times: not just not started yet
+        await eventually(b_saw_a_holding, timeout=10)  # b has tried, and lost, several times: not just not started yet
         assert (a.is_leader, b.is_leader) == (True, False)
         assert (gauge(registries[0]), gauge(registries[1])) == (1.0, 0.0)
 
@@ -74,7 +113,7 @@ async def test_one_leader_reconciles_and_another_takes_over(kube, namespace, ins
 
         async def bound():
             status = (await kube.get(k.RESOURCEPOLICIES, "pools", namespace=namespace)).get("status") or {}
-            return status.get("subsets") and status["subsets"][0]["pods"] == {"tok-1": "wf-1"}
+            return status.get("subsets") and (status["subsets"][0]["running"], status["subsets"][0]["pending"]) == (1, 0)
 
         await eventually(bound)
         await kube.delete(k.PODS, "wf-1", namespace=namespace, grace_period_seconds=0)
@@ -97,12 +136,34 @@ async def test_counts_are_rebuilt_from_the_pod_list(kube, namespace, install_crd
     created = await kube.create(k.RESOURCEPOLICIES, policy_object(namespace, SMALL))
     policy = compile_resource_policy(created)
     # A status that lies (a crashed writer, a hand edit): a pod that is gone, and none of the pods that exist.
-    created["status"] = {"subsets": [{"name": "a", "placed": 1, "pods": {"ghost": "gone"}, "reservations": {}}]}
+    created["status"] = {"subsets": [{"name": "a", "placed": 3, "running": 3, "reservations": {}}]}
     await kube.replace(k.RESOURCEPOLICIES, created, subresource="status")
     for index, (subset, token) in enumerate([(0, "t1"), (1, "t2")]):
         await create_pod(kube, pod_for(policy, subset, token, namespace), f"wf-{index}")
     reconciler = PoolReconciler(kube=kube, clock=SystemClock(), namespace=namespace)
     assert await reconciler.reconcile_once(await reconciler.list_pods()) == 1
     status = (await kube.get(k.RESOURCEPOLICIES, "pools", namespace=namespace))["status"]
-    assert [(s["name"], s["pods"]) for s in status["subsets"]] == [("a", {"t1": "wf-0"}), ("b", {"t2": "wf-1"})]
+    assert [(s["name"], s["placed"], s["running"]) for s in status["subsets"]] == [("a", 1, 1), ("b", 1, 1)]
     assert await reconciler.reconcile_once(await reconciler.list_pods()) == 0
+
+
+async def test_a_pod_bound_to_a_later_pools_node_is_counted_there(kube, namespace, install_crds, fake_nodes):
+    await install_crds(CRD)
+    suffix = namespace.rsplit("-", 1)[-1]
+    # Pool terms only this test's nodes match, so other tests' nodes (or a real cluster's) change nothing.
+    subsets = [{"name": "a", "maxReplicas": 2, "whenNotReachMax": "ScheduleAnyWay",
+                "nodeSelectorTerm": [{"key": "burstflow.io/test-pool", "operator": "In", "values": [f"a-{suffix}"]}]},
+               {"name": "b", "maxReplicas": 1,
+                "nodeSelectorTerm": [{"key": "burstflow.io/test-pool", "operator": "In", "values": [f"b-{suffix}"]}]}]
+    created = await kube.create(k.RESOURCEPOLICIES, policy_object(namespace, subsets))
+    policy = compile_resource_policy(created)
+    node_b = await fake_nodes(f"bf-b-{suffix}", {"burstflow.io/test-pool": f"b-{suffix}"})
+    reconciler = PoolReconciler(kube=kube, clock=SystemClock(), namespace=namespace)
+    await create_pod(kube, pod_for(policy, 0, "unbound", namespace), "wf-0")  # no scheduler serves it: unbound
+    bound = pod_for(policy, 0, "spilled", namespace)
+    bound["spec"]["nodeName"] = node_b  # what the scheduler's binding leaves in the pod
+    await create_pod(kube, bound, "wf-1")
+    assert await reconciler.reconcile_once(await reconciler.list_pods(), await reconciler.list_nodes()) == 1
+    status = (await kube.get(k.RESOURCEPOLICIES, "pools", namespace=namespace))["status"]
+    assert [(s["name"], s["running"]) for s in status["subsets"]] == [("a", 1), ("b", 1)]
+    assert status["summary"] == "a 1/2, b 1/1, unplaced 0"

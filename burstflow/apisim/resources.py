@@ -148,6 +148,8 @@ def builtin_types() -> list[ResourceType]:
                      short_names=["ns"], fields=NAMESPACE_FIELDS, bookmark_body={"spec": {}, "status": {}},
                      delete_returns_object=True),
         ResourceType("", ["v1"], "configmaps", "configmap", "ConfigMap", True, short_names=["cm"]),
+        ResourceType("", ["v1"], "nodes", "node", "Node", False, status_subresource=True, short_names=["no"],
+                     bookmark_body={"spec": {}, "status": {}}, delete_returns_object=True),
         ResourceType("", ["v1"], "secrets", "secret", "Secret", True),
         ResourceType("", ["v1"], "events", "event", "Event", True, short_names=["ev"], fields=EVENT_FIELDS,
                      bookmark_body={"involvedObject": {}, "source": {}, "firstTimestamp": None,

@@ -126,15 +126,19 @@ class Ledger:
             queue.waiting = []
 
     async def _commit(self, queue: _Queue, carried: list[_Request]) -> list[_Request]:
-        """One attempt: read, take everything queued (plus `carried`, a batch that lost a race), decide, write.
+        """One attempt: read (unless our last write's answer is at hand), take everything queued (plus `carried`,
+        a batch that lost a race), decide, write.
 
         Returns the requests still unanswered (empty after a successful write). The batch is taken *after* the
         read, so admissions that arrive while the read is in flight join this write instead of waiting for the
-        next one; reading right before writing also keeps the window for a conflicting write small.
+        next one. Writing against a stale object is safe: the resourceVersion guard answers 409, and the retry
+        reads.
         """
         policy = (carried or queue.waiting)[-1].policy
         try:
-            obj = await self.kube.get(k.RESOURCEPOLICIES, policy.name, namespace=policy.namespace)
+            # The object our last write returned is usually still current (the reconciler writes about once a
+            # second), so write against it without a read; a 409 clears it and the retry reads.
+            obj = queue.cached or await self.kube.get(k.RESOURCEPOLICIES, policy.name, namespace=policy.namespace)
         except k.NotFound:
             self._fail(carried + queue.waiting, PolicyMissing(
                 f"ResourcePolicy {policy.namespace}/{policy.name} not found"))
@@ -156,17 +160,20 @@ class Ledger:
             written = await self.kube.replace(k.RESOURCEPOLICIES, with_status(obj, status), subresource="status")
         except k.Conflict:
             self._count_write("conflict")
+            queue.cached = None
             # Another replica just wrote: step aside for a moment so the two do not collide again in lockstep.
             await asyncio.sleep(random.uniform(0, self.retry_initial))
             return batch
         except k.NotFound:
+            queue.cached = None
             self._fail(batch, PolicyMissing(f"ResourcePolicy {policy.namespace}/{policy.name} not found"))
             return []
         except k.KubeError as error:
             self._count_write("error")
+            queue.cached = None
             await self._backoff(policy, error)
             return batch
-        self._count_write("ok")
+        self._count_write("ok", written)
         queue.cached = written
         self._delay = self.retry_initial
         if self.metrics:
@@ -188,6 +195,6 @@ class Ledger:
             if not request.future.done():
                 request.future.set_exception(error)
 
-    def _count_write(self, result: str) -> None:
+    def _count_write(self, result: str, written: dict[str, Any] | None = None) -> None:
         if self.metrics:
-            self.metrics.status_writes.labels(result=result).inc()
+            self.metrics.count_write(result, written)

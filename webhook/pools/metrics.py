@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from webhook.pools.model import ResourcePolicy
@@ -33,11 +34,32 @@ class PoolMetrics:
         self.status_writes = Counter("burstflow_pool_status_writes_total",
                                      "ResourcePolicy status writes, by result (ok, conflict, error).", ["result"],
                                      registry=registry)
+        self.status_write_bytes = Counter(
+            "burstflow_pool_status_write_bytes", "Bytes of the ResourcePolicy objects written with a status write "
+            "(as the API server answered them): follows the pods admitted recently, not the pods alive.",
+            registry=registry)
+        self.status_bytes = Gauge("burstflow_pool_status_object_bytes",
+                                  "Size of the largest ResourcePolicy object this process has written.",
+                                  registry=registry)
+        self.rebuild_seconds = Gauge("burstflow_pool_reconciler_rebuild_seconds",
+                                     "Time the reconciler took, after it became leader, to list every pool pod and "
+                                     "node and write the counts rebuilt from them.", registry=registry)
+        self.largest_write = 0
         self.leader = Gauge("burstflow_leader_is_leader", "1 while this replica holds the component's Lease.",
                             ["component"], registry=registry)
 
     def count_placement(self, policy: ResourcePolicy, subset: str, result: str) -> None:
         self.placements.labels(namespace=policy.namespace, policy=policy.name, subset=subset, result=result).inc()
+
+    def count_write(self, result: str, written: Mapping[str, Any] | None = None) -> None:
+        """One status write by `result` (ok, conflict, error); `written` is the object the server answered with."""
+        self.status_writes.labels(result=result).inc()
+        if written is not None:
+            size = len(orjson.dumps(written))
+            self.status_write_bytes.inc(size)
+            if size > self.largest_write:
+                self.largest_write = size
+                self.status_bytes.set(size)
 
     def observe_status(self, policy: ResourcePolicy, status: Mapping[str, Any]) -> None:
         for item in status.get("subsets") or []:

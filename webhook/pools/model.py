@@ -60,17 +60,58 @@ class Subset:
     provider: Effect | None = None
 
     def effective_max(self, managed: int) -> int | None:
-        """The lower of `maxReplicas` and floor(`maxReplicasRatio` x `managed`); None when unlimited.
+        """How many pods this pool may hold once the next pod is placed; None when unlimited.
 
-        Floor, not ceil, so a pool never holds more than its share of the `managed` pods: with ratio 0.1 the
-        first pod goes there only once the policy manages 10 pods. `managed` includes the pod being placed.
+        `managed` counts every pod of the policy including the one being placed. `maxReplicasRatio` follows the
+        Volcengine definition: the pool takes the next pod while its share of the policy's pods, counted
+        *before* that pod, has not exceeded the ratio, i.e. while `placed <= ratio x (managed - 1)`, which makes
+        the limit `floor(ratio x (managed - 1)) + 1`. So with `"0.1"` the 1st pod may go there, then the 11th,
+        the 21st, ... A ratio of 0 means the pool takes no pod at all. `maxReplicas` stays a hard cap.
         """
         limits = []
         if self.max_replicas is not None:
             limits.append(self.max_replicas)
         if self.ratio is not None:
-            limits.append(math.floor(self.ratio * managed))
+            limits.append(0 if self.ratio == 0 else math.floor(self.ratio * max(0, managed - 1)) + 1)
         return min(limits) if limits else None
+
+    def matches_node(self, labels: Mapping[str, str] | None, name: str = "") -> bool | None:
+        """Whether a node with `labels` (and `name`, for matchFields) is one of this pool's nodes; None when the
+        pool has no nodeSelectorTerm (its pods may run anywhere, so a node says nothing about it)."""
+        if self.node_selector_term is None:
+            return None
+        return node_term_matches(self.node_selector_term, labels or {}, name)
+
+
+def node_term_matches(term: Mapping[str, Any], labels: Mapping[str, str], name: str = "") -> bool:
+    """A NodeSelectorTerm evaluated the way kube-scheduler does: every requirement must hold (ANDed);
+    matchFields supports `metadata.name`, the only field Kubernetes allows there."""
+    for requirement in term.get("matchExpressions") or []:
+        if not _requirement_holds(requirement, labels.get(requirement["key"])):
+            return False
+    for requirement in term.get("matchFields") or []:
+        value = name if requirement["key"] == "metadata.name" else None
+        if not _requirement_holds(requirement, value):
+            return False
+    return True
+
+
+def _requirement_holds(requirement: Mapping[str, Any], value: str | None) -> bool:
+    operator, values = requirement["operator"], requirement.get("values") or []
+    if operator == "In":
+        return value is not None and value in values
+    if operator == "NotIn":
+        return value is None or value not in values
+    if operator == "Exists":
+        return value is not None
+    if operator == "DoesNotExist":
+        return value is None
+    # Gt / Lt: both sides parsed as integers; a missing or non-integer label does not match (as in Kubernetes).
+    try:
+        number, bound = int(value or ""), int(values[0])
+    except ValueError:
+        return False
+    return number > bound if operator == "Gt" else number < bound
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,25 @@
-"""Pool usage as stored in a ResourcePolicy's status: per-subset reservations and pods, pure reads, writes and merges.
+"""Pool usage as stored in a ResourcePolicy's status: running counts and in-flight reservations, pure reads,
+writes and merges.
 
-Layout of `status.subsets[i]` (everything else in status is derived for people and printer columns):
-`reservations: {token: reservedAt}` — slots promised by a webhook whose pod the reconciler has not seen yet;
-`pods: {token: podName}` — slots held by a pod that exists and has not finished. `placed` = both together.
-`status.unplaced` has the same two maps for the policy's pods left without a pool (they count towards ratios).
+What the status must guard is only what admissions and the reconciler race on, so per subset it holds:
+`running` — how many live pods the reconciler last counted there (an integer, whatever the number of pods), and
+`reservations` — slots promised by a webhook whose pod the reconciler has not seen yet, grouped by the second they
+were reserved: `{reservedAt: "token token ..."}` (one key per second, not per pod, keeps the bytes per token low).
+`placed` = running + reserved tokens. `status.unplaced` has the same fields for the policy's pods left without a
+pool (they count towards ratios). Everything else in status is derived for people and printer columns. So a
+status write costs bytes in proportion to the pods admitted in the last seconds, never to the pods alive.
 """
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION, ResourcePolicy
 from webhook.pools.placement import LEAVE_UNPLACED, PLACE, Decision, decide
-from burstflow.timefmt import format_time as _format_time, parse_time  # noqa: F401
+from burstflow.timefmt import format_time as _format_time, parse_time
 
 FINISHED_PHASES = ("Succeeded", "Failed")
 FULL_CONDITION = "Full"
@@ -24,19 +28,20 @@ UNPLACED_BUCKET = ""
 
 
 def format_time(when: datetime) -> str:
-    """Whole seconds, as metav1.Time: reservation ages are compared in seconds."""
+    """Whole seconds, as metav1.Time: reservation ages are compared in seconds, and reservations are grouped by it."""
     return _format_time(when.replace(microsecond=0))
 
 
 @dataclass
 class Usage:
-    """Mutable per-subset slot maps, keyed by subset name; subsets missing from the maps hold nothing."""
+    """Per-bucket counts: `running` live pods the reconciler counted, `reservations` {token: reservedAt} not yet
+    seen as pods. Buckets are subset names, or UNPLACED_BUCKET; missing buckets hold nothing."""
 
     reservations: dict[str, dict[str, str]] = field(default_factory=dict)
-    pods: dict[str, dict[str, str]] = field(default_factory=dict)
+    running: dict[str, int] = field(default_factory=dict)
 
     def count(self, bucket: str) -> int:
-        return len(self.reservations.get(bucket, {})) + len(self.pods.get(bucket, {}))
+        return len(self.reservations.get(bucket, {})) + self.running.get(bucket, 0)
 
     def placed(self, policy: ResourcePolicy) -> list[int]:
         return [self.count(subset.name) for subset in policy.subsets]
@@ -52,16 +57,64 @@ class Usage:
         self.reservations.setdefault(subset, {})[token] = format_time(now)
 
     def holder(self, token: str) -> str | None:
-        """The subset already holding `token`, if any."""
-        for slots in (self.reservations, self.pods):
-            for subset, tokens in slots.items():
-                if token in tokens:
-                    return subset
+        """The bucket whose reservations hold `token`, if any."""
+        for subset, tokens in self.reservations.items():
+            if token in tokens:
+                return subset
         return None
 
 
+class PodRecord(NamedTuple):
+    """What counting needs of one pool-labelled pod; the reconciler keeps only this, not the pod (100,000 pods
+    fit in a few tens of MiB)."""
+
+    namespace: str
+    name: str
+    token: str
+    policy: str
+    pool: str
+    node: str
+    finished: bool
+
+
+def pod_record(pod: Mapping[str, Any]) -> PodRecord | None:
+    """The PodRecord of a pod dict; None for a pod no ResourcePolicy placed (no token, policy or pool label)."""
+    metadata = pod.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    token, policy = annotations.get(RESERVATION_ANNOTATION), annotations.get(POLICY_ANNOTATION)
+    pool = (metadata.get("labels") or {}).get(POOL_LABEL)
+    if not isinstance(token, str) or not isinstance(policy, str) or not isinstance(pool, str):
+        return None
+    return PodRecord(namespace=str(metadata.get("namespace") or ""), name=str(metadata.get("name") or ""),
+                     token=token, policy=policy, pool=pool, node=str((pod.get("spec") or {}).get("nodeName") or ""),
+                     finished=(pod.get("status") or {}).get("phase") in FINISHED_PHASES)
+
+
+def bucket_of(policy: ResourcePolicy, record: PodRecord, nodes: Mapping[str, Mapping[str, str]]) -> str | None:
+    """Where `record` counts: before binding, the pool it was reserved in (its label); once bound to a node whose
+    labels `nodes` knows, the pool whose nodeSelectorTerm matches that node — its own pool when it matches (or has
+    no term), else the first matching pool in priority order, else still its own. Unplaced pods stay unplaced:
+    they were admitted outside every pool. None for a label naming no subset of `policy`."""
+    if record.pool == UNPLACED_BUCKET:
+        return UNPLACED_BUCKET
+    index = policy.subset_index(record.pool)
+    if index is None:
+        return None
+    labels = nodes.get(record.node) if record.node else None
+    if labels is None or policy.subsets[index].matches_node(labels, record.node) is not False:
+        return record.pool
+    for subset in policy.subsets:
+        if subset.matches_node(labels, record.node):
+            return subset.name
+    return record.pool
+
+
 def usage_from_status(policy: ResourcePolicy, status: Any) -> Usage:
-    """Read the slot maps of `policy`'s subsets from a status object; malformed entries are ignored, never fatal."""
+    """Read `policy`'s buckets from a status object; malformed entries are ignored, never fatal.
+
+    The layout before running counts (`reservations: {token: time}` and `pods: {token: podName}`) is read too, so
+    an upgrade keeps its counts until the reconciler rewrites them.
+    """
     usage = Usage()
     names = {subset.name for subset in policy.subsets}
     items = status.get("subsets") if isinstance(status, Mapping) else None
@@ -70,18 +123,44 @@ def usage_from_status(policy: ResourcePolicy, status: Any) -> Usage:
     if isinstance(status, Mapping) and isinstance(status.get("unplaced"), Mapping):
         buckets.append((UNPLACED_BUCKET, status["unplaced"]))
     for bucket, item in buckets:
-        for attribute in ("reservations", "pods"):
-            slots = item.get(attribute)
-            if isinstance(slots, Mapping) and slots:
-                getattr(usage, attribute)[bucket] = {str(k): str(v) for k, v in slots.items()}
+        running = item.get("running")
+        if isinstance(running, int) and not isinstance(running, bool) and running > 0:
+            usage.running[bucket] = running
+        legacy = item.get("pods")
+        if isinstance(legacy, Mapping) and legacy:
+            usage.running[bucket] = usage.running.get(bucket, 0) + len(legacy)
+        slots = item.get("reservations")
+        if isinstance(slots, Mapping) and slots:
+            usage.reservations[bucket] = _read_reservations(slots)
     return usage
+
+
+def _read_reservations(slots: Mapping[Any, Any]) -> dict[str, str]:
+    tokens: dict[str, str] = {}
+    for key, value in slots.items():
+        if not isinstance(value, str):
+            continue
+        if parse_time(key) is not None:        # {reservedAt: "token token"}
+            for token in value.split():
+                tokens[token] = str(key)
+        else:                                   # the old layout, {token: reservedAt}
+            tokens[str(key)] = value
+    return tokens
+
+
+def _write_reservations(tokens: Mapping[str, str]) -> dict[str, str]:
+    grouped: dict[str, list[str]] = {}
+    for token, at in tokens.items():
+        grouped.setdefault(at, []).append(token)
+    return {at: " ".join(sorted(grouped[at])) for at in sorted(grouped)}
 
 
 def reserve_batch(policy: ResourcePolicy, usage: Usage, tokens: Iterable[str], now: datetime) -> list[Decision]:
     """Decide each token in order against `usage`, recording a reservation for every placement (mutates `usage`).
 
     A token `usage` already holds keeps its subset and is not counted again, so retrying a write whose outcome was
-    unknown (a 5xx or timeout after the server stored it) cannot count one pod twice.
+    unknown (a 5xx or timeout after the server stored it) cannot count one pod twice. (The token cannot have
+    become a running pod meanwhile: its pod is only created after this write's answer.)
     """
     decisions = []
     for token in tokens:
@@ -102,31 +181,32 @@ def reserve_batch(policy: ResourcePolicy, usage: Usage, tokens: Iterable[str], n
     return decisions
 
 
-def reconcile(policy: ResourcePolicy, usage: Usage, pods: Iterable[Mapping[str, Any]], *, now: datetime,
-              reservation_timeout: float) -> Usage:
-    """Turn reservations into facts, given every pod of the policy's namespace carrying the pool label.
+def reconcile(policy: ResourcePolicy, usage: Usage, pods: Iterable[PodRecord | Mapping[str, Any]], *,
+              now: datetime, reservation_timeout: float,
+              nodes: Mapping[str, Mapping[str, str]] | None = None) -> Usage:
+    """Turn reservations into facts, given every pool-labelled pod of the policy's namespace (PodRecords or pod
+    dicts) and the labels of the nodes they may be bound to.
 
-    A pod that exists and has not finished holds a slot in the subset its label names (whatever was reserved);
-    a reservation whose pod was seen, or that is older than `reservation_timeout` seconds, is dropped; a pod that
-    finished or is gone holds nothing. `pods` must be a complete, synced view (a list, or a reflector's cache).
+    A pod that exists and has not finished is running in the bucket `bucket_of` names (where it runs once bound,
+    where it was reserved before); a reservation whose pod was seen, or that is older than `reservation_timeout`
+    seconds, is dropped; a pod that finished or is gone holds nothing. `pods` must be a complete, synced view (a
+    list, or a reflector's cache); `usage.running` is replaced, not added to.
     """
-    names = {subset.name for subset in policy.subsets} | {UNPLACED_BUCKET}
+    nodes = nodes or {}
     seen: set[str] = set()
-    holding: dict[str, dict[str, str]] = {}
+    running: dict[str, int] = {}
     for pod in pods:
-        metadata = pod.get("metadata") or {}
-        annotations = metadata.get("annotations") or {}
-        token = annotations.get(RESERVATION_ANNOTATION)
-        if not isinstance(token, str) or annotations.get(POLICY_ANNOTATION) != policy.name:
+        record = pod if isinstance(pod, PodRecord) else pod_record(pod)
+        if record is None or record.policy != policy.name:
             continue
-        if metadata.get("namespace", policy.namespace) != policy.namespace:
+        if (record.namespace or policy.namespace) != policy.namespace:
             continue
-        seen.add(token)
-        if (pod.get("status") or {}).get("phase") in FINISHED_PHASES:
+        seen.add(record.token)
+        if record.finished:
             continue
-        pool = (metadata.get("labels") or {}).get(POOL_LABEL)
-        if pool in names:
-            holding.setdefault(pool, {})[token] = str(metadata.get("name") or "")
+        bucket = bucket_of(policy, record, nodes)
+        if bucket is not None:
+            running[bucket] = running.get(bucket, 0) + 1
     oldest = now - timedelta(seconds=reservation_timeout)
     reservations: dict[str, dict[str, str]] = {}
     for subset, slots in usage.reservations.items():
@@ -134,13 +214,14 @@ def reconcile(policy: ResourcePolicy, usage: Usage, pods: Iterable[Mapping[str, 
                 if token not in seen and (parse_time(at) or oldest) > oldest}
         if kept:
             reservations[subset] = kept
-    return Usage(reservations=reservations, pods=holding)
+    return Usage(reservations=reservations, running=running)
 
 
 def status_from_usage(policy: ResourcePolicy, usage: Usage, *, now: datetime, previous: Any = None) -> dict[str, Any]:
-    """The whole status object for `usage`: slot maps plus the derived counts, summary and `Full` condition.
+    """The whole status object for `usage`: running counts and reservations plus the derived counts, summary and
+    `Full` condition.
 
-    `effectiveMax` is each subset's limit at the current total; the `Full` condition keeps its
+    `effectiveMax` is each subset's limit for the next pod; the `Full` condition keeps its
     lastTransitionTime while its status does not change.
     """
     placed = usage.placed(policy)
@@ -148,15 +229,15 @@ def status_from_usage(policy: ResourcePolicy, usage: Usage, *, now: datetime, pr
     subsets = []
     parts = []
     for index, subset in enumerate(policy.subsets):
-        limit = subset.effective_max(total)
+        limit = subset.effective_max(total + 1)
         item: dict[str, Any] = {"name": subset.name, "placed": placed[index],
+                                "running": usage.running.get(subset.name, 0),
                                 "pending": len(usage.reservations.get(subset.name, {}))}
         if subset.max_replicas is not None:
             item["max"] = subset.max_replicas
         if limit is not None:
             item["effectiveMax"] = limit
-        item["reservations"] = dict(sorted(usage.reservations.get(subset.name, {}).items()))
-        item["pods"] = dict(sorted(usage.pods.get(subset.name, {}).items()))
+        item["reservations"] = _write_reservations(usage.reservations.get(subset.name, {}))
         subsets.append(item)
         parts.append(f"{subset.name} {placed[index]}/{'-' if limit is None else limit}")
     parts.append(f"unplaced {usage.unplaced}")
@@ -169,9 +250,9 @@ def status_from_usage(policy: ResourcePolicy, usage: Usage, *, now: datetime, pr
     old = _condition(previous, FULL_CONDITION)
     if old and old.get("status") == condition["status"] and old.get("lastTransitionTime"):
         condition["lastTransitionTime"] = old["lastTransitionTime"]
-    unplaced = {"placed": usage.unplaced, "pending": len(usage.reservations.get(UNPLACED_BUCKET, {})),
-                "reservations": dict(sorted(usage.reservations.get(UNPLACED_BUCKET, {}).items())),
-                "pods": dict(sorted(usage.pods.get(UNPLACED_BUCKET, {}).items()))}
+    unplaced = {"placed": usage.unplaced, "running": usage.running.get(UNPLACED_BUCKET, 0),
+                "pending": len(usage.reservations.get(UNPLACED_BUCKET, {})),
+                "reservations": _write_reservations(usage.reservations.get(UNPLACED_BUCKET, {}))}
     status: dict[str, Any] = {"placed": sum(placed), "managed": total, "summary": ", ".join(parts), "subsets": subsets,
                               "unplaced": unplaced, "conditions": [condition]}
     if policy.generation is not None:
