@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -26,6 +27,36 @@ log = logging.getLogger(__name__)
 Callback = Callable[[], Awaitable[Any]]
 
 
+def check_lease_durations(*, lease_duration: tuple[str, float], renew_deadline: tuple[str, float],
+                          retry_period: tuple[str, float]) -> None:
+    """Raise ValueError unless each duration is a whole number of seconds >= 1 and
+    lease_duration > renew_deadline > retry_period. Each argument is (how to name it in the message, value), so a
+    service can name its flag or variable: the message gives that name, the value and the rule it breaks.
+
+    Whole seconds because a Lease stores `leaseDurationSeconds` as an integer >= 1 (the API server answers 422 to
+    0), and a fractional duration would be written shorter than the one the elector times itself by, breaking
+    `renew_deadline < the duration others wait`.
+    """
+    for name, value in (lease_duration, renew_deadline, retry_period):
+        whole = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                 and value == int(value))
+        if not whole or value < 1:
+            raise ValueError(f"{name} {_show(value)}: must be a whole number of seconds >= 1 (a Lease stores "
+                             "leaseDurationSeconds in whole seconds)")
+    rule = f"the rule is {lease_duration[0]} > {renew_deadline[0]} > {retry_period[0]}"
+    if not lease_duration[1] > renew_deadline[1]:
+        raise ValueError(f"{renew_deadline[0]} {_show(renew_deadline[1])}: must be less than {lease_duration[0]} "
+                         f"{_show(lease_duration[1])} ({rule}: a leader that cannot renew stops before another may "
+                         "take over)")
+    if not renew_deadline[1] > retry_period[1]:
+        raise ValueError(f"{retry_period[0]} {_show(retry_period[1])}: must be less than {renew_deadline[0]} "
+                         f"{_show(renew_deadline[1])} ({rule}: a leader gets at least one retry before it stops)")
+
+
+def _show(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
 def _micro_time(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -37,7 +68,8 @@ class LeaderElector:
     `renew_deadline` 10 (how long a leader keeps retrying a failed renewal before it steps down),
     `retry_period` 2 (pause between attempts). Candidates retry acquisition after
     `retry_period * (1 + jitter * random())` so replicas started together do not hammer the server in step.
-    Requires lease_duration > renew_deadline > retry_period; raises ValueError otherwise.
+    Requires whole seconds >= 1 with lease_duration > renew_deadline > retry_period (`check_lease_durations`);
+    raises ValueError otherwise. The Lease records exactly `lease_duration`.
 
     `on_change(is_leader)` is called on every transition (wire a gauge to it). `is_leader` is true only while
     this candidate holds the lease AND its last successful renewal is less than `renew_deadline` old, even if the
@@ -51,9 +83,9 @@ class LeaderElector:
                  rng: random.Random | None = None) -> None:
         if not identity:
             raise ValueError("leader election needs a non-empty identity")
-        if not lease_duration > renew_deadline > retry_period > 0:
-            raise ValueError(f"need lease_duration > renew_deadline > retry_period > 0, got "
-                             f"{lease_duration} / {renew_deadline} / {retry_period}")
+        check_lease_durations(lease_duration=("lease_duration", lease_duration),
+                              renew_deadline=("renew_deadline", renew_deadline),
+                              retry_period=("retry_period", retry_period))
         if jitter < 0:
             raise ValueError(f"jitter must be >= 0, got {jitter}")
         self.kube = kube
@@ -61,7 +93,7 @@ class LeaderElector:
         self.namespace = namespace
         self.identity = identity
         self.clock: Clock = clock or kube.clock or SystemClock()
-        self.lease_duration = lease_duration
+        self.lease_duration = int(lease_duration)
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
         self.jitter = jitter
@@ -226,7 +258,7 @@ class LeaderElector:
             if holder and holder != self.identity and not self._expired(lease, now):
                 return False
             record = dict(spec)
-            record.update(holderIdentity=self.identity, leaseDurationSeconds=int(self.lease_duration),
+            record.update(holderIdentity=self.identity, leaseDurationSeconds=self.lease_duration,
                           renewTime=_micro_time(now))
             if holder != self.identity:
                 record["acquireTime"] = _micro_time(now)
@@ -268,7 +300,7 @@ class LeaderElector:
         stamp = _micro_time(now)
         return {"apiVersion": LEASES.api_version, "kind": LEASES.kind,
                 "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_duration),
+                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration,
                          "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}}
 
     async def _release(self) -> None:

@@ -6,6 +6,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from burstflow.leader import check_lease_durations
+
 PREFIX = "BURSTFLOW_CRON_"
 
 
@@ -92,12 +94,13 @@ class CronSettings:
             raise SettingsError(f"{PREFIX}WORKERS: must be at least 1, not {self.workers}")
         if self.conflict_retries < 1:
             raise SettingsError(f"{PREFIX}CONFLICT_RETRIES: must be at least 1, not {self.conflict_retries}")
-        if not self.lease_duration_seconds > self.renew_deadline_seconds > self.retry_period_seconds > 0:
-            raise SettingsError(
-                f"lease durations must satisfy {PREFIX}LEASE_DURATION_SECONDS > {PREFIX}RENEW_DEADLINE_SECONDS > "
-                f"{PREFIX}RETRY_PERIOD_SECONDS > 0, got {self.lease_duration_seconds} / "
-                f"{self.renew_deadline_seconds} / {self.retry_period_seconds}"
-            )
+        try:  # whole seconds >= 1 and LEASE_DURATION > RENEW_DEADLINE > RETRY_PERIOD (burstflow.leader)
+            check_lease_durations(
+                lease_duration=(f"{PREFIX}LEASE_DURATION_SECONDS", self.lease_duration_seconds),
+                renew_deadline=(f"{PREFIX}RENEW_DEADLINE_SECONDS", self.renew_deadline_seconds),
+                retry_period=(f"{PREFIX}RETRY_PERIOD_SECONDS", self.retry_period_seconds))
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
         if self.log_format not in ("json", "text"):
             raise SettingsError(f"{PREFIX}LOG_FORMAT: must be 'json' or 'text', not {self.log_format!r}")
 

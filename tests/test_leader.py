@@ -60,6 +60,42 @@ def test_durations_must_leave_room_for_safety(kube):
         LeaderElector(kube, name="l", namespace="n", identity="")
 
 
+@pytest.mark.parametrize("durations, message", [
+    ({"lease_duration": 0.6, "renew_deadline": 0.4, "retry_period": 0.05},
+     "lease_duration 0.6: must be a whole number of seconds >= 1 (a Lease stores leaseDurationSeconds in whole "
+     "seconds)"),
+    ({"lease_duration": 1.5, "renew_deadline": 1, "retry_period": 0.5}, "lease_duration 1.5: must be a whole"),
+    ({"lease_duration": 0, "renew_deadline": 0, "retry_period": 0}, "lease_duration 0: must be a whole"),
+    ({"lease_duration": 15, "renew_deadline": 10, "retry_period": 0.5}, "retry_period 0.5: must be a whole"),
+    ({"lease_duration": 15, "renew_deadline": float("nan"), "retry_period": 2}, "renew_deadline nan: must be"),
+    ({"lease_duration": 3, "renew_deadline": 3, "retry_period": 1},
+     "renew_deadline 3: must be less than lease_duration 3 (the rule is lease_duration > renew_deadline > "
+     "retry_period: a leader that cannot renew stops before another may take over)"),
+    ({"lease_duration": 3, "renew_deadline": 2, "retry_period": 2}, "retry_period 2: must be less than "
+     "renew_deadline 2"),
+], ids=["sub-second (written as 0)", "fractional (written shorter)", "zero", "sub-second retry", "not a number",
+        "renew deadline equals the lease", "retry equals the renew deadline"])
+def test_durations_are_whole_seconds_as_a_lease_stores_them(kube, durations, message):
+    with pytest.raises(ValueError) as info:
+        LeaderElector(kube, name="l", namespace="n", identity="a", **durations)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"BURSTFLOW_CRON_LEASE_DURATION_SECONDS": "0.6", "BURSTFLOW_CRON_RENEW_DEADLINE_SECONDS": "0.4",
+      "BURSTFLOW_CRON_RETRY_PERIOD_SECONDS": "0.05"},
+     "BURSTFLOW_CRON_LEASE_DURATION_SECONDS 0.6: must be a whole number of seconds >= 1"),
+    ({"BURSTFLOW_CRON_LEASE_DURATION_SECONDS": "10"},
+     "BURSTFLOW_CRON_RENEW_DEADLINE_SECONDS 10: must be less than BURSTFLOW_CRON_LEASE_DURATION_SECONDS 10"),
+], ids=["sub-second", "renew deadline not below the lease"])
+def test_cron_settings_refuse_durations_a_lease_cannot_hold_at_start_up(environ, message):
+    from cron.settings import CronSettings, SettingsError
+
+    with pytest.raises(SettingsError) as info:
+        CronSettings.from_env(environ)
+    assert str(info.value).startswith(message)
+
+
 async def test_first_candidate_creates_the_lease_record_as_client_go_does(kube, namespace):
     clock = FakeClock(T0)
     a = elector(kube, clock, "cron-0", namespace)

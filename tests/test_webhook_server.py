@@ -296,18 +296,61 @@ def test_default_body_limit_holds_two_maximal_objects_plus_envelope():
 
 # --- failures of ours -----------------------------------------------------------------------------------------------
 
-async def test_admitter_exception_answers_500_review_with_uid_and_server_keeps_serving(tls, client, caplog):
-    async with Server(admitter=FailingAdmitter(), settings=settings_for(tls)) as server:
-        with caplog.at_level(logging.ERROR, logger="webhook.server"):
-            status, _, answer = await post(client, server, review_body(uid="u-boom", name_override="boom"))
-        assert status == 200
-        assert answer["response"] == {"uid": "u-boom", "allowed": False, "status": {
-            "code": 500, "message": "burstflow webhook internal error: KeyError: 'spec'"}}
-        assert any(r.exc_info and "uid=u-boom" in r.getMessage() for r in caplog.records)
-        assert sample(server.registry, "burstflow_webhook_admissions_total", outcome="error", profile="") == 1
+class BrokenPlacer:
+    """A placement step with a bug: raises on the pod named `boom` (as a real `Placer` would on a code path we got
+    wrong), places nothing otherwise."""
 
-        status, _, answer = await post(client, server, review_body(uid="u-after"))
-        assert status == 200 and answer["response"]["uid"] == "u-after" and answer["response"]["allowed"]
+    def place(self, pod, *, namespace, policies, dry_run=False):
+        if pod["metadata"].get("name") == "boom":
+            raise KeyError("spec")
+        return None
+
+
+def broken_admitter():
+    """The real PodAdmitter with the example policies and a placement hook that raises: a genuine internal error."""
+    from webhook.admitter import PodAdmitter, store_from_paths
+
+    return PodAdmitter(store=store_from_paths([str(ROOT / "policies")]), placer=BrokenPlacer())
+
+
+def boom_review(uid: str) -> dict:
+    body = review_body(uid=uid)
+    body["request"]["object"]["metadata"]["name"] = "boom"
+    return body
+
+
+async def test_an_internal_error_admits_the_pod_unmutated_with_a_warning_a_log_line_and_a_metric(tls, client, caplog):
+    async with Server(admitter=broken_admitter(), settings=settings_for(tls)) as server:
+        with caplog.at_level(logging.ERROR, logger="webhook.server"):
+            status, _, answer = await post(client, server, boom_review("u-boom"))
+        assert status == 200
+        assert answer["response"] == {"uid": "u-boom", "allowed": True, "warnings": [
+            "Burstflow webhook internal error: the pod was admitted unmutated (no profiles, no pool); webhook log "
+            "has uid u-boom"]}
+        [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert record.exc_info and record.exc_info[0] is KeyError
+        assert record.getMessage() == ("admission failed with an internal error: uid=u-boom: KeyError: 'spec'; the "
+                                       "pod is admitted unmutated (fail-open)")
+        assert sample(server.registry, "burstflow_webhook_internal_errors_total", action="admitted") == 1
+        assert sample(server.registry, "burstflow_webhook_internal_errors_total", action="denied") == 0
+        assert sample(server.registry, "burstflow_webhook_admissions_total", outcome="error", profile="") == 1
+        async with client.get(server.metrics_url()) as response:
+            assert 'burstflow_webhook_internal_errors_total{action="admitted"} 1.0' in await response.text()
+
+        status, _, answer = await post(client, server, review_body(uid="u-after"))  # the server keeps serving
+        assert status == 200 and answer["response"]["uid"] == "u-after" and answer["response"]["patchType"]
+
+
+async def test_fail_closed_turns_an_internal_error_into_a_denial(tls, client, caplog):
+    async with Server(admitter=broken_admitter(), settings=settings_for(tls, fail_closed=True)) as server:
+        with caplog.at_level(logging.ERROR, logger="webhook.server"):
+            status, _, answer = await post(client, server, boom_review("u-closed"))
+        assert status == 200
+        assert answer["response"] == {"uid": "u-closed", "allowed": False, "status": {
+            "code": 500, "message": "burstflow webhook internal error: KeyError: 'spec'"}}
+        assert "uid=u-closed" in caplog.text and "the pod is denied (fail-closed)" in caplog.text
+        assert sample(server.registry, "burstflow_webhook_internal_errors_total", action="denied") == 1
+        assert sample(server.registry, "burstflow_webhook_internal_errors_total", action="admitted") == 0
 
 
 async def test_admitter_answering_another_uid_is_an_error_of_ours(tls, client):
@@ -317,7 +360,11 @@ async def test_admitter_answering_another_uid_is_an_error_of_ours(tls, client):
 
     async with Server(admitter=WrongUid(), settings=settings_for(tls)) as server:
         status, _, answer = await post(client, server, review_body(uid="mine"))
-        assert status == 200 and answer["response"]["uid"] == "mine"
+        assert status == 200 and answer["response"]["uid"] == "mine" and answer["response"]["allowed"]
+        assert "unmutated" in answer["response"]["warnings"][0] and "patch" not in answer["response"]
+        assert sample(server.registry, "burstflow_webhook_internal_errors_total", action="admitted") == 1
+    async with Server(admitter=WrongUid(), settings=settings_for(tls, fail_closed=True)) as server:
+        status, _, answer = await post(client, server, review_body(uid="mine"))
         assert answer["response"]["status"]["code"] == 500
         assert "admitter answered uid 'someone-else' for request uid 'mine'" in answer["response"]["status"]["message"]
 
@@ -501,6 +548,20 @@ async def test_drain_gives_up_after_the_timeout(tls, client):
         await in_flight
 
 
+async def test_draining_fails_readiness_but_keeps_answering_and_closes_each_connection(tls, client):
+    async with Server(admitter=LabelAdmitter(), settings=settings_for(tls)) as server:
+        status, _, answer = await post(client, server, review_body(uid="before"))
+        assert status == 200 and answer["response"]["uid"] == "before"
+        server.begin_drain()
+        async with client.get(server.url("/readyz")) as response:
+            assert (response.status, await response.text()) == (503, "not ready: shutting down\n")
+        async with client.get(server.url("/healthz")) as response:
+            assert response.status == 200
+        async with client.post(server.url(), json=review_body(uid="during")) as response:
+            assert response.status == 200 and (await response.json())["response"]["uid"] == "during"
+            assert response.headers["Connection"] == "close"  # the caller reconnects, through updated endpoints
+
+
 SIGTERM_CHILD = r"""
 import asyncio, sys
 from pathlib import Path
@@ -523,7 +584,8 @@ def ready(server):
     print("ports", server.port, server.metrics_port, flush=True)
 
 settings = WebhookSettings(cert_file=cert, key_file=key, bind_address="127.0.0.1", port=0,
-                           metrics_address="127.0.0.1", metrics_port=0, drain_timeout_seconds=10)
+                           metrics_address="127.0.0.1", metrics_port=0, drain_period_seconds=0.2,
+                           drain_timeout_seconds=10)
 sys.exit(asyncio.run(serve(settings, admitter=Gate(), ready=ready)))
 """
 
@@ -542,7 +604,7 @@ async def test_sigterm_drains_the_request_in_flight_and_exits_0(tls, client, tmp
             headers={"Content-Type": "application/json"}))
         assert (await asyncio.wait_for(child.stdout.readline(), 10)).strip() == b"admitting"
         child.send_signal(signal.SIGTERM)
-        for _ in range(200):  # the child closes its listener; wait for that, bounded
+        for _ in range(200):  # after its 0.2 s drain period the child closes its listener; wait for that, bounded
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.close()
@@ -559,7 +621,9 @@ async def test_sigterm_drains_the_request_in_flight_and_exits_0(tls, client, tmp
         assert (await response.json())["response"] == {"uid": "term", "allowed": True}
         assert await asyncio.wait_for(child.wait(), 10) == 0
         logged = [json.loads(line) for line in (await child.stderr.read()).decode().splitlines()]
-        assert any(entry["message"].startswith("signal received: no longer accepting connections, draining")
+        assert any(entry["message"].startswith("signal received: /readyz now fails; still accepting and answering "
+                                               "requests for 0.2 s") for entry in logged)
+        assert any(entry["message"].startswith("drain period over: no longer accepting connections")
                    for entry in logged)
         assert logged[-1]["message"] == "webhook stopped"
     finally:
@@ -574,9 +638,13 @@ def test_settings_from_env_parse_every_kind():
     settings = WebhookSettings.from_env({
         "BURSTFLOW_WEBHOOK_PORT": "8443", "BURSTFLOW_WEBHOOK_POLICY_PATHS": "policies/, extra.yaml",
         "BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER": "false", "BURSTFLOW_WEBHOOK_DRAIN_TIMEOUT_SECONDS": "2.5",
-        "BURSTFLOW_WEBHOOK_LOG_FORMAT": "json", "BURSTFLOW_WEBHOOK_KEY_FILE": "", "UNRELATED": "x"})
+        "BURSTFLOW_WEBHOOK_LOG_FORMAT": "json", "BURSTFLOW_WEBHOOK_KEY_FILE": "", "UNRELATED": "x",
+        "BURSTFLOW_WEBHOOK_DRAIN_PERIOD_SECONDS": "1.5", "BURSTFLOW_WEBHOOK_FAIL_CLOSED": "true",
+        "BURSTFLOW_WEBHOOK_LEASE_DURATION_SECONDS": "30"})
     assert settings == WebhookSettings(port=8443, policy_paths=("policies/", "extra.yaml"),
-                                       policies_from_cluster=False, drain_timeout_seconds=2.5, log_format="json")
+                                       policies_from_cluster=False, drain_timeout_seconds=2.5, log_format="json",
+                                       drain_period_seconds=1.5, fail_closed=True, lease_duration_seconds=30)
+    assert (WebhookSettings().drain_period_seconds, WebhookSettings().fail_closed) == (10.0, False)
 
 
 @pytest.mark.parametrize("environ, message", [
@@ -588,7 +656,14 @@ def test_settings_from_env_parse_every_kind():
     ({"BURSTFLOW_WEBHOOK_LOG_FORMAT": "xml"}, "from environment: log_format: 'xml' is not one of text, json"),
     ({"BURSTFLOW_WEBHOOK_MAX_BODY_BYTES": "10"},
      "from environment: max_body_bytes: 10 is too small to hold any AdmissionReview"),
-], ids=["port not a number", "port out of range", "bad boolean", "bad log format", "tiny body limit"])
+    ({"BURSTFLOW_WEBHOOK_LEASE_DURATION_SECONDS": "0.6"}, "from environment: --lease-duration 0.6: must be a whole "
+     "number of seconds >= 1 (a Lease stores leaseDurationSeconds in whole seconds)"),
+    ({"BURSTFLOW_WEBHOOK_RENEW_DEADLINE_SECONDS": "15"}, "from environment: --renew-deadline 15: must be less than "
+     "--lease-duration 15 (the rule is --lease-duration > --renew-deadline > --retry-period: a leader that cannot "
+     "renew stops before another may take over)"),
+    ({"BURSTFLOW_WEBHOOK_DRAIN_PERIOD_SECONDS": "-1"}, "from environment: drain_period_seconds: must be >= 0, got -1.0"),
+], ids=["port not a number", "port out of range", "bad boolean", "bad log format", "tiny body limit",
+        "sub-second lease", "renew deadline not below the lease", "negative drain period"])
 def test_settings_reject_bad_values_naming_the_variable(environ, message):
     with pytest.raises(ValueError) as info:
         WebhookSettings.from_env(environ)
@@ -604,6 +679,14 @@ def test_flags_override_environment_and_absent_flags_do_not():
     assert (settings.port, settings.metrics_port) == (7443, 9191)
     assert settings.policy_paths == ("a.yaml", "dir/") and settings.policies_from_cluster is False
     assert settings_from_args(parser.parse_args([]), {}) == WebhookSettings()
+    args = parser.parse_args(["--fail-closed", "--drain-period", "3", "--lease-duration", "20", "--renew-deadline",
+                              "12", "--retry-period", "3"])
+    settings = settings_from_args(args, {"BURSTFLOW_WEBHOOK_DRAIN_PERIOD_SECONDS": "5"})
+    assert (settings.fail_closed, settings.drain_period_seconds) == (True, 3.0)
+    assert (settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds) == (
+        20, 12, 3)
+    assert settings_from_args(parser.parse_args(["--fail-open"]),
+                              {"BURSTFLOW_WEBHOOK_FAIL_CLOSED": "true"}).fail_closed is False
 
 
 def test_every_setting_has_a_reason_and_secrets_are_redacted():
@@ -679,7 +762,7 @@ async def test_burstflow_webhook_serve_end_to_end(tls, client):
         sys.executable, "-m", "burstflow.cli", "webhook", "serve", "--cert-file", str(tls.cert_path),
         "--key-file", str(tls.key_path), "--bind-address", "127.0.0.1", "--port", "0", "--metrics-address",
         "127.0.0.1", "--metrics-port", "0", "--policies", str(ROOT / "policies"), "--no-cluster-policies",
-        "--log-format", "json", cwd=ROOT, env=_child_env(), stderr=asyncio.subprocess.PIPE)
+        "--log-format", "json", "--drain-period", "0", cwd=ROOT, env=_child_env(), stderr=asyncio.subprocess.PIPE)
     try:
         logged = []
         while True:
@@ -714,11 +797,84 @@ async def test_burstflow_webhook_serve_end_to_end(tls, client):
             await child.wait()
 
 
+async def _spawn_serve(tls: TlsFiles, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int, list[dict]]:
+    """`burstflow webhook serve` with the example policies on a free port; returns it once it listens."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "burstflow.cli", "webhook", "serve", "--cert-file", str(tls.cert_path),
+        "--key-file", str(tls.key_path), "--bind-address", "127.0.0.1", "--port", "0", "--metrics-address",
+        "127.0.0.1", "--metrics-port", "0", "--policies", str(ROOT / "policies"), "--no-cluster-policies",
+        "--log-format", "json", cwd=ROOT, env={**_child_env(), **env}, stderr=asyncio.subprocess.PIPE)
+    logged: list[dict] = []
+    while not logged or not logged[-1]["message"].startswith("webhook listening on "):
+        line = await asyncio.wait_for(child.stderr.readline(), 20)
+        assert line, f"webhook exited early: {logged}"
+        logged.append(json.loads(line))
+    return child, int(logged[-1]["message"].split()[3].rsplit(":", 1)[1]), logged
+
+
+async def test_admissions_streamed_across_sigterm_all_succeed_during_the_drain_period(tls):
+    """A rollout: SIGTERM arrives while admissions keep coming (each on a new connection, as after an endpoint
+    change). During the drain period none is refused or fails and /readyz turns 503; then the process exits 0."""
+    drain_period, streamed_for = 2.0, 1.0  # the stream stays well inside the drain period
+    child, port, _ = await _spawn_serve(tls, {"BURSTFLOW_WEBHOOK_DRAIN_PERIOD_SECONDS": str(drain_period),
+                                              "BURSTFLOW_WEBHOOK_DRAIN_TIMEOUT_SECONDS": "5"})
+    body = json.dumps(load_admission(ARGO_POD)["body"]).encode()
+    outcomes: list[str] = []
+    readiness: list[int] = []
+    try:
+        connector = aiohttp.TCPConnector(ssl=tls.client_context(), force_close=True, limit=0)
+        async with aiohttp.ClientSession(connector=connector) as fresh:
+            async def admit() -> str:
+                try:
+                    async with fresh.post(f"https://127.0.0.1:{port}/mutate", data=body,
+                                          headers={"Content-Type": "application/json"}) as response:
+                        answer = (await response.json())["response"] if response.status == 200 else {}
+                        return "ok" if answer.get("allowed") and answer.get("patchType") else f"HTTP {response.status}"
+                except aiohttp.ClientConnectorError as exc:
+                    return "refused" if isinstance(exc.os_error, ConnectionRefusedError) else f"connect: {exc}"
+                except aiohttp.ClientError as exc:
+                    return f"failed: {type(exc).__name__}"
+
+            assert await admit() == "ok"
+            loop = asyncio.get_running_loop()
+            child.send_signal(signal.SIGTERM)
+            signalled = loop.time()
+
+            async def stream() -> None:
+                while loop.time() - signalled < streamed_for:
+                    outcomes.append(await admit())
+
+            async def probe() -> None:
+                while loop.time() - signalled < streamed_for:
+                    try:
+                        async with fresh.get(f"https://127.0.0.1:{port}/readyz") as response:
+                            readiness.append(response.status)
+                    except aiohttp.ClientError as exc:
+                        readiness.append(-1)
+                        outcomes.append(f"readyz: {type(exc).__name__}")
+
+            await asyncio.gather(probe(), *(stream() for _ in range(4)))
+        failures = [o for o in outcomes if o != "ok"]
+        assert not failures and len(outcomes) >= 8, (len(outcomes), failures[:5])
+        assert 503 in readiness and 200 not in readiness[readiness.index(503):], readiness
+        assert await asyncio.wait_for(child.wait(), 15) == 0
+        logged = [json.loads(line) for line in (await child.stderr.read()).decode().splitlines()]
+        assert [e["message"].split(":")[0] for e in logged[-3:]] == [
+            "signal received", "drain period over", "webhook stopped"], logged[-3:]
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
 @pytest.mark.parametrize("argv, env, code, message", [
     (["--port", "99999"], {}, 2, "burstflow webhook serve: port: 99999 is not a TCP port (0-65535)"),
+    (["--lease-duration", "0.6", "--renew-deadline", "0.4", "--retry-period", "0.05"], {}, 2,
+     "burstflow webhook serve: --lease-duration 0.6: must be a whole number of seconds >= 1 (a Lease stores "
+     "leaseDurationSeconds in whole seconds)"),
     ([], {"BURSTFLOW_WEBHOOK_LOG_FORMAT": "xml"}, 2,
      "burstflow webhook serve: from environment: log_format: 'xml' is not one of text, json"),
-], ids=["bad flag value", "bad variable"])
+], ids=["bad flag value", "sub-second lease flags", "bad variable"])
 async def test_burstflow_webhook_serve_rejects_bad_settings(argv, env, code, message):
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "burstflow.cli", "webhook", "serve", *argv, cwd=ROOT, env={**_child_env(), **env},

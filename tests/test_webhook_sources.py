@@ -112,7 +112,7 @@ async def running(kube, crds):
         started.append(source)
         if wait:
             await asyncio.wait_for(source.wait_ready(), 10)
-        return source, PodAdmitter(store=store, namespaces=source.namespace), registry
+        return source, PodAdmitter(store=store, namespaces=source.lookup_namespace), registry
 
     yield start
     for source in started:
@@ -232,15 +232,96 @@ async def test_namespace_label_added_later_is_seen_through_the_watch(kube, kube_
     cleanup(k.BURSTPROFILES, name)
     await until(lambda: any(p.name == name for p in source.store.policies.profiles), what="the profile")
     sim = None if kube_target.real else request.getfixturevalue("sim")
-    gets_before = sim.requests[("get", "namespaces")] if sim else 0
     assert await admitted_team(admitter, namespace) is None
 
     await kube.patch(k.NAMESPACES, namespace, {"metadata": {"labels": {key: "yes"}}})
-    await until(lambda: _is(admitted_team(admitter, namespace), "red"), what="the label via the watch")
+    await until(lambda: source.namespace(namespace)["metadata"].get("labels", {}).get(key) == "yes",
+                what="the label via the watch")
+    assert await admitted_team(admitter, namespace) == "red"
+    reads, gets_before = source.namespace_reads, sim.requests[("get", "namespaces")] if sim else 0
+    assert reads <= 2  # at most once per version seen right after the namespace's creation (see the next tests)
     for _ in range(20):
         assert await admitted_team(admitter, namespace) == "red"
+    assert source.namespace_reads == reads, "admissions must not GET a namespace the watch keeps current"
     if sim is not None:
-        assert sim.requests[("get", "namespaces")] == gets_before, "admissions must not GET the namespace"
+        assert sim.requests[("get", "namespaces")] == gets_before
+
+
+class HeldNamespaceWatch(k.Kube):
+    """Our gateway, with Namespace watch events held while `released` is clear: a watch that has not delivered
+    yet, on the local endpoint and on a real server alike (the events stay queued, in order)."""
+
+    released: asyncio.Event
+
+    async def watch(self, resource, **kwargs):
+        async for event in super().watch(resource, **kwargs):
+            if resource.plural == "namespaces":
+                await self.released.wait()
+            yield event
+
+
+@pytest.fixture
+async def held(kubeconfig):
+    client = await HeldNamespaceWatch.connect(kubeconfig)
+    client.released = asyncio.Event()
+    client.released.set()
+    yield client
+    client.released.set()
+    await client.close()
+
+
+async def _labelled_profile(kube, source, cleanup) -> str:
+    key = f"bf-test-{uuid.uuid4().hex[:8]}"
+    await kube.create(k.BURSTPROFILES, profile(f"{key}-team", key, "red"))
+    cleanup(k.BURSTPROFILES, f"{key}-team")
+    await until(lambda: any(p.name == f"{key}-team" for p in source.store.policies.profiles), what="the profile")
+    return key
+
+
+async def _new_namespace(kube, cleanup, labels: dict) -> str:
+    name = f"bf-test-{uuid.uuid4().hex[:8]}"
+    await kube.create(k.NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                     "metadata": {"name": name, "labels": {"burstflow.io/test": "true", **labels}}})
+    cleanup(k.NAMESPACES, name)
+    return name
+
+
+async def test_a_namespace_created_with_the_label_just_before_its_pod_is_read_once(kube, held, running, cleanup):
+    source, admitter, _ = await running(held)
+    key = await _labelled_profile(kube, source, cleanup)
+    held.released.clear()  # the Namespace watch delivers nothing from here on
+    name = await _new_namespace(kube, cleanup, {key: "yes"})
+
+    teams = await asyncio.gather(*(admitted_team(admitter, name) for _ in range(10)))
+    assert source.namespace(name) is None, "the watch delivered the namespace: this test proves nothing"
+    assert teams == ["red"] * 10
+    assert source.namespace_reads == 1, "concurrent admissions share one read"
+    assert await admitted_team(admitter, name) == "red" and source.namespace_reads == 1  # the read is cached
+
+    held.released.set()
+    await until(lambda: source.namespace(name) is not None, what="the watch to deliver the namespace")
+    assert await admitted_team(admitter, name) == "red" and source.namespace_reads == 1
+
+
+async def test_a_namespace_labelled_right_after_its_creation_is_read_once(kube, held, running, cleanup):
+    source, admitter, _ = await running(held)
+    key = await _labelled_profile(kube, source, cleanup)
+    name = await _new_namespace(kube, cleanup, {})
+    await until(lambda: source.namespace(name) is not None, what="the watch to deliver the new namespace")
+    held.released.clear()
+    await kube.patch(k.NAMESPACES, name, {"metadata": {"labels": {key: "yes"}}})
+
+    assert await admitted_team(admitter, name) == "red"
+    assert key not in source.namespace(name)["metadata"]["labels"], "the watch delivered the label: proves nothing"
+    assert source.namespace_reads == 1
+    assert await admitted_team(admitter, name) == "red" and source.namespace_reads == 1
+
+
+async def test_a_namespace_read_that_fails_falls_back_to_the_cache(sim, running):
+    source, admitter, _ = await running()
+    sim.faults.add(method="GET", path=r"^/api/v1/namespaces/bf-test-[0-9a-f]+$", status=503)
+    assert await admitted_team(admitter, "bf-test-00000000") is None  # no such namespace: unlabelled, no error
+    assert source.namespace_reads == 1
 
 
 # ----------------------------------------------------------------------------------------------- ConfigMaps

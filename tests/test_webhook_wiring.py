@@ -276,7 +276,7 @@ async def test_burstflow_webhook_serve_with_a_kubeconfig_watches_the_cluster(kub
         sys.executable, "-m", "burstflow.cli", "webhook", "serve", "--cert-file", str(tls.cert_path),
         "--key-file", str(tls.key_path), "--bind-address", "127.0.0.1", "--port", "0", "--metrics-address",
         "127.0.0.1", "--metrics-port", "0", "--kubeconfig", kubeconfig, "--lease-namespace", namespace,
-        "--log-format", "json", "--drain-timeout", "1", cwd=ROOT, env={**_child_env(), "POD_NAME": "webhook-0"},
+        "--log-format", "json", "--drain-timeout", "1", "--drain-period", "0", cwd=ROOT, env={**_child_env(), "POD_NAME": "webhook-0"},
         stderr=asyncio.subprocess.PIPE)
     name = f"{marker}-profile"
     try:

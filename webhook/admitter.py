@@ -80,8 +80,8 @@ class Placer(Protocol):
 
 class PodAdmitter:
     """Implements `webhook.admission.Admitter`. `namespaces` maps a namespace name to its labels or its Namespace
-    object (a dict, or a callable such as a watched cache's getter); None uses Namespace objects from the policy
-    files. `services`, when given, is an async context manager run for the admitter's lifetime."""
+    object (a dict, a callable such as a watched cache's getter, or an async callable, awaited once per request,
+    such as `ClusterPolicySource.lookup_namespace`); None uses Namespace objects from the policy files. `services`, when given, is an async context manager run for the admitter's lifetime."""
 
     def __init__(self, *, store: PolicyStore, namespaces: NamespaceLookup | None = None,
                  placer: Placer | None = None, logger: logging.Logger | None = None,
@@ -114,7 +114,11 @@ class PodAdmitter:
         if policies is None:
             return Outcome(admission.allowed(uid, warnings=["burstflow: policies are not loaded yet; pod admitted "
                                                             "unchanged"]), "skipped")
-        namespaces = self.namespaces if self.namespaces is not None else policies.namespaces
+        namespaces: Any = self.namespaces if self.namespaces is not None else policies.namespaces
+        if inspect.iscoroutinefunction(namespaces):  # may read the API (ClusterPolicySource.lookup_namespace)
+            name = str(request.get("namespace") or "")
+            found = await namespaces(name)
+            namespaces = {name: found} if found is not None else {}
         decision = decide(request, policies=policies, namespaces=namespaces)
         for warning in decision.warnings:
             self.log.warning("%s (request %s, namespace %s)", warning, uid, request.get("namespace", ""))
@@ -253,8 +257,10 @@ class ClusterServices:
                                    lease_namespace=self.lease_namespace,
                                    decision_timeout=s.pool_decision_timeout_seconds,
                                    reservation_timeout=s.pool_reservation_timeout_seconds,
-                                   reconcile_interval=s.pool_reconcile_interval_seconds)
-            self.admitter.namespaces = self.source.namespace
+                                   reconcile_interval=s.pool_reconcile_interval_seconds,
+                                   lease_duration=s.lease_duration_seconds, renew_deadline=s.renew_deadline_seconds,
+                                   retry_period=s.retry_period_seconds)
+            self.admitter.namespaces = self.source.lookup_namespace
             self.admitter.placer = self.pools.placer
             await self.source.start()
             self.pools.start()

@@ -5,6 +5,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+INTERNAL_ERROR_ACTIONS = ("admitted", "denied")
 OUTCOMES = ("mutated", "unchanged", "skipped", "denied", "error", "malformed")
 
 # Admissions take well under a millisecond when healthy; the API server's webhook timeout is 10 s by default
@@ -40,6 +41,13 @@ class WebhookMetrics:
         self.tls_reloads = Counter(
             "burstflow_webhook_tls_reloads_total", "Serving certificate reloads that took effect.",
             registry=registry)
+        self.internal_errors = Counter(
+            "burstflow_webhook_internal_errors",
+            "Admissions that failed with an unexpected error of the webhook, by what the pod got: admitted "
+            "(unmutated, with a warning; the default) or denied (--fail-closed).",
+            ["action"], registry=registry)
+        for action in INTERNAL_ERROR_ACTIONS:  # export 0 before the first error, so alerts see a series
+            self.internal_errors.labels(action=action)
         self._admission_children: dict[tuple[str, tuple[str, ...]], Counter] = {}
 
     def count_admission(self, outcome: str, profiles: Iterable[str] = ()) -> None:

@@ -3,8 +3,15 @@
 Two error channels (README.md, "Malformed requests", has the table):
 - malformed input is the caller's problem: an AdmissionReview with `allowed: false` and an HTTP-like code when the
   body carried a `request.uid` to echo, otherwise a plain 4xx; each is counted under its reason and logged;
-- an unexpected exception of ours is caught in one place (`handle_mutate`), logged with its traceback, counted as
-  outcome `error`, and still answered with the uid (`errored(uid, 500, ...)`).
+- an unexpected exception of ours is caught in one place (`handle_mutate`), logged with the uid and its traceback,
+  counted, and answered as the documented failure mode says: `allowed: true` with no patch and a warning the user
+  sees (fail-open, the default), or, with `fail_closed`, a denial with code 500. Fail-open has to be answered,
+  not left to `failurePolicy: Ignore`: the API server applies that only when the call itself fails, and treats
+  any `allowed: false` answer as a rejection, so a bug of ours would otherwise block every workflow pod.
+
+Shutdown (`serve`): on SIGTERM /readyz fails at once while requests are still accepted and answered for
+`drain_period_seconds` (the pod's removal from the Service's endpoints takes that long to reach every API server);
+then the listener closes and requests in flight get up to `drain_timeout_seconds`.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from burstflow.clock import Clock, SystemClock
-from webhook.admission import API_VERSION, KIND, Admitter, decode_json, encode_json, errored, review
+from webhook.admission import API_VERSION, KIND, Admitter, allowed, decode_json, encode_json, errored, review
 from webhook.metrics import WebhookMetrics
 from webhook.settings import WebhookSettings, add_settings_arguments, settings_from_args
 from webhook.tlsreload import CertReloader
@@ -39,8 +46,22 @@ CLOCK = web.AppKey("clock", Clock)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 RELOADER = web.AppKey("reloader", CertReloader)
 
+
+class Lifecycle:
+    """What /readyz and /mutate need to know about shutdown: `draining` is set once SIGTERM arrived."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+
 MUTATE_PATHS = ("/mutate", "/mutate/pods")
 POD_RESOURCE = {"group": "", "version": "v1", "resource": "pods"}
+# What `kubectl` prints (as "Warning: ...") when a failure of ours let the pod through unmutated; short, because
+# the API server truncates long warnings, and pointing at the log line that has the traceback.
+FAIL_OPEN_WARNING = ("Burstflow webhook internal error: the pod was admitted unmutated (no profiles, no pool); "
+                     "webhook log has uid {uid}")
 # Enough for a burst of API-server connections opening at once (the default 128 drops SYNs, costing 1 s retries).
 LISTEN_BACKLOG = 1024
 
@@ -120,7 +141,16 @@ async def decode_review(request: web.Request, limit: int) -> dict[str, Any]:
 
 
 async def handle_mutate(request: web.Request) -> web.Response:
-    """POST /mutate: one AdmissionReview in, one out. The only place that catches our own failures."""
+    """POST /mutate: one AdmissionReview in, one out. While draining, each answer closes its connection, so the
+    caller's next request opens a new one, which the updated endpoints send to another replica."""
+    response = await _mutate(request)
+    if request.app[LIFECYCLE].draining:
+        response.force_close()
+    return response
+
+
+async def _mutate(request: web.Request) -> web.Response:
+    """The only place that catches our own failures."""
     app = request.app
     metrics, clock = app[METRICS], app[CLOCK]
     started = clock.monotonic()
@@ -143,14 +173,28 @@ async def handle_mutate(request: web.Request) -> web.Response:
                       admission.get("namespace"), admission.get("name"), outcome.outcome, ",".join(outcome.profiles))
         return _json_response(review(outcome.response))
     except Exception as exc:
-        metrics.count_admission("error")
-        log.exception("admission failed: uid=%s", uid)
-        message = f"burstflow webhook internal error: {type(exc).__name__}: {str(exc)[:200]}"
-        if uid is None:
-            return web.Response(status=500, text=message + "\n")
-        return _json_response(review(errored(uid, 500, message)))
+        return _internal_error(app, uid, exc)
     finally:
         metrics.admission_duration.observe(clock.monotonic() - started)
+
+
+def _internal_error(app: web.Application, uid: str | None, exc: Exception) -> web.Response:
+    """The one answer to an unexpected failure of ours: logged with the uid, counted, then fail-open (allowed, no
+    patch, a warning) unless `fail_closed` (a denial with code 500). Without a uid no review can be answered, so a
+    plain 500 leaves the pod to the webhook's `failurePolicy`."""
+    metrics = app[METRICS]
+    metrics.count_admission("error")
+    closed = app[SETTINGS].fail_closed
+    log.exception("admission failed with an internal error: uid=%s: %s: %s; the pod is %s", uid, type(exc).__name__,
+                  exc, "denied (fail-closed)" if closed else "admitted unmutated (fail-open)")
+    message = f"burstflow webhook internal error: {type(exc).__name__}: {str(exc)[:200]}"
+    if uid is None:
+        return web.Response(status=500, text=message + "\n")
+    if closed:
+        metrics.internal_errors.labels(action="denied").inc()
+        return _json_response(review(errored(uid, 500, message)))
+    metrics.internal_errors.labels(action="admitted").inc()
+    return _json_response(review(allowed(uid, warnings=[FAIL_OPEN_WARNING.format(uid=uid)])))
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -159,7 +203,10 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 only once the admitter has its policies (so no pod is admitted by an empty policy set)."""
+    """Readiness: 200 only once the admitter has its policies (so no pod is admitted by an empty policy set), and
+    503 again from SIGTERM on (the kubelet and endpoint controllers stop sending new callers while we drain)."""
+    if request.app[LIFECYCLE].draining:
+        return web.Response(status=503, text="not ready: shutting down\n")
     if request.app[ADMITTER].ready:
         return web.Response(text="ready\n")
     return web.Response(status=503, text="not ready: policies not loaded yet\n")
@@ -193,7 +240,7 @@ async def _reloader_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(*, admitter: Admitter, settings: WebhookSettings, registry: CollectorRegistry,
                clock: Clock | None = None, metrics: WebhookMetrics | None = None,
-               reloader: CertReloader | None = None) -> web.Application:
+               reloader: CertReloader | None = None, lifecycle: Lifecycle | None = None) -> web.Application:
     """The HTTPS application: POST /mutate and /mutate/pods, GET /healthz and /readyz.
 
     `metrics` defaults to a new WebhookMetrics in `registry` (pass one when other components, e.g. the policy
@@ -205,6 +252,7 @@ def create_app(*, admitter: Admitter, settings: WebhookSettings, registry: Colle
     app[REGISTRY] = registry
     app[METRICS] = metrics if metrics is not None else WebhookMetrics(registry)
     app[CLOCK] = clock if clock is not None else SystemClock()
+    app[LIFECYCLE] = lifecycle if lifecycle is not None else Lifecycle()
     if reloader is not None:
         app[RELOADER] = reloader
     for path in MUTATE_PATHS:
@@ -233,9 +281,10 @@ def create_metrics_app(registry: CollectorRegistry) -> web.Application:
 class Server:
     """The webhook's two listeners (HTTPS app + plain-HTTP metrics), usable from tests, the demo and benchmarks.
 
-    `await start()` binds (port 0 picks a free port; `port`/`metrics_port` tell which), `await stop()` stops
-    accepting, lets in-flight requests finish for up to `settings.drain_timeout_seconds`, then closes everything.
-    Also an async context manager.
+    `await start()` binds (port 0 picks a free port; `port`/`metrics_port` tell which). `begin_drain()` makes
+    /readyz fail while requests are still accepted and answered (each answer then closes its connection).
+    `await stop()` stops accepting, lets in-flight requests finish for up to `settings.drain_timeout_seconds`, then
+    closes everything. Also an async context manager.
     """
 
     def __init__(self, *, admitter: Admitter, settings: WebhookSettings, registry: CollectorRegistry | None = None,
@@ -246,6 +295,7 @@ class Server:
         self.admitter = admitter
         self.clock = clock if clock is not None else SystemClock()
         self.reloader: CertReloader | None = None
+        self.lifecycle = Lifecycle()
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.port = 0
@@ -257,7 +307,7 @@ class Server:
         self.reloader = CertReloader(s.cert_file, s.key_file, password=s.key_password or None,
                                      on_reload=self.metrics.tls_reloads.inc)
         app = create_app(admitter=self.admitter, settings=s, registry=self.registry, clock=self.clock,
-                         metrics=self.metrics, reloader=self.reloader)
+                         metrics=self.metrics, reloader=self.reloader, lifecycle=self.lifecycle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=s.drain_timeout_seconds)
         self._metrics_runner = web.AppRunner(create_metrics_app(self.registry), access_log=None,
@@ -275,6 +325,14 @@ class Server:
             raise
         log.info("webhook listening on https://%s:%d (metrics on http://%s:%d/metrics)",
                  s.bind_address, self.port, s.metrics_address, self.metrics_port)
+
+    def begin_drain(self) -> None:
+        """From now on /readyz answers 503; requests are still accepted and answered."""
+        self.lifecycle.draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self.lifecycle.draining
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests (up to the drain timeout), release everything. Idempotent."""
@@ -304,6 +362,9 @@ async def serve(settings: WebhookSettings, *, admitter: Admitter | None = None,
                 registry: CollectorRegistry | None = None, clock: Clock | None = None,
                 ready: Callable[[Server], Awaitable[None] | None] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then drain and return the exit code (0; 1 when the server cannot start).
+
+    Draining: /readyz fails at once; requests are accepted and answered for `drain_period_seconds` (cut short by
+    a second signal); then the listener closes and requests in flight get `drain_timeout_seconds` to finish.
 
     Give either `admitter` or `admitter_factory(metrics, clock)` (built after the settings are logged, so its
     own start-up messages follow them). `ready(server)` is called once both listeners are bound.
@@ -336,7 +397,13 @@ async def serve(settings: WebhookSettings, *, admitter: Admitter | None = None,
             if asyncio.iscoroutine(result):
                 await result
         await stop.wait()
-        log.info("signal received: no longer accepting connections, draining for up to %.0f s",
+        stop.clear()
+        server.begin_drain()
+        log.info("signal received: /readyz now fails; still accepting and answering requests for %g s while the "
+                 "endpoint removal reaches every API server (a second signal ends this early)",
+                 settings.drain_period_seconds)
+        await _first_of(stop.wait(), clock.sleep(settings.drain_period_seconds))
+        log.info("drain period over: no longer accepting connections; requests in flight may finish for up to %g s",
                  settings.drain_timeout_seconds)
         await server.stop()
         log.info("webhook stopped")
@@ -344,6 +411,17 @@ async def serve(settings: WebhookSettings, *, admitter: Admitter | None = None,
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+async def _first_of(*awaitables: Awaitable[Any]) -> None:
+    """Wait until the first of `awaitables` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from burstflow.leader import check_lease_durations
+
 ENV_PREFIX = "BURSTFLOW_WEBHOOK_"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -20,6 +22,8 @@ MAX_WEBHOOK_TIMEOUT_SECONDS = 30.0
 # Set by the Deployment through the downward API (fieldRef metadata.name / metadata.namespace).
 POD_NAME_ENV = "POD_NAME"
 POD_NAMESPACE_ENV = "POD_NAMESPACE"
+# How a start-up error names each Lease duration (the variables are BURSTFLOW_WEBHOOK_<FIELD>).
+LEASE_FLAGS = ("--lease-duration", "--renew-deadline", "--retry-period")
 
 
 def _reason(text: str, *, secret: bool = False) -> dict[str, Any]:
@@ -75,8 +79,24 @@ class WebhookSettings:
         "info logs start-up, reloads and malformed requests; debug adds one line per admission"))
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata=_reason(
         "the API server caps objects at 3 MiB and a review carries at most two, plus 1 MiB of envelope"))
+    drain_period_seconds: float = field(default=10.0, metadata=_reason(
+        "after SIGTERM the pod leaves the Service's endpoints, but every API server only stops calling it once that "
+        "removal has reached it (endpoints controller, then each API server's informer: usually 1-5 s, slower under "
+        "load); until then new calls still arrive here, so keep accepting and answering them for 10 s"))
     drain_timeout_seconds: float = field(default=20.0, metadata=_reason(
-        "longer than the API server's default webhook timeout (10 s), shorter than the pod's 30 s grace period"))
+        "after the drain period, requests in flight may finish for this long: longer than the API server's default "
+        "webhook timeout (10 s); drain period + this stays inside the pod's terminationGracePeriodSeconds (40)"))
+    fail_closed: bool = field(default=False, metadata=_reason(
+        "an unexpected error of ours admits the pod unmutated (with a warning, a log line and a metric) so that one "
+        "bug cannot block every workflow pod; true denies it instead, for teams that prefer no unmutated pods"))
+    lease_duration_seconds: float = field(default=15.0, metadata=_reason(
+        "client-go's default: how long the other replicas wait for a silent pool reconciler before taking over; "
+        "whole seconds, as the Lease stores it"))
+    renew_deadline_seconds: float = field(default=10.0, metadata=_reason(
+        "client-go's default: a reconciler that cannot renew for this long stops; below the lease duration so it "
+        "stops before anyone else may start"))
+    retry_period_seconds: float = field(default=2.0, metadata=_reason(
+        "client-go's default: the pause between Lease attempts"))
     tls_reload_interval_seconds: float = field(default=10.0, metadata=_reason(
         "kubelet refreshes mounted Secrets within about a minute; two stat() calls every 10 s cost nothing"))
 
@@ -91,6 +111,11 @@ class WebhookSettings:
             raise ValueError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes: {self.max_body_bytes} is too small to hold any AdmissionReview")
+        if self.drain_period_seconds < 0:
+            raise ValueError(f"drain_period_seconds: must be >= 0, got {self.drain_period_seconds}")
+        check_lease_durations(lease_duration=(LEASE_FLAGS[0], self.lease_duration_seconds),
+                              renew_deadline=(LEASE_FLAGS[1], self.renew_deadline_seconds),
+                              retry_period=(LEASE_FLAGS[2], self.retry_period_seconds))
         for name in ("drain_timeout_seconds", "tls_reload_interval_seconds", "pool_decision_timeout_seconds",
                      "pool_reservation_timeout_seconds", "pool_reconcile_interval_seconds"):
             if getattr(self, name) <= 0:
@@ -192,8 +217,23 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-format", choices=LOG_FORMATS)
     group.add_argument("--log-level", choices=LOG_LEVELS)
     group.add_argument("--max-body-bytes", type=int, help="largest request body accepted (default 7 MiB)")
+    group.add_argument("--drain-period", dest="drain_period_seconds", type=float,
+                       help="seconds to keep accepting and answering requests after SIGTERM while /readyz fails, "
+                            "so that endpoint removal reaches every API server first (default 10)")
     group.add_argument("--drain-timeout", dest="drain_timeout_seconds", type=float,
-                       help="seconds to let in-flight requests finish after SIGTERM (default 20)")
+                       help="seconds to let in-flight requests finish after the drain period (default 20)")
+    closed = group.add_mutually_exclusive_group()
+    closed.add_argument("--fail-closed", dest="fail_closed", action="store_const", const=True,
+                        help="deny a pod when the webhook fails unexpectedly (default: admit it unmutated, with a "
+                             "warning)")
+    closed.add_argument("--fail-open", dest="fail_closed", action="store_const", const=False,
+                        help="admit a pod unmutated, with a warning, when the webhook fails unexpectedly (default)")
+    group.add_argument("--lease-duration", dest="lease_duration_seconds", type=float,
+                       help="whole seconds others wait for a silent pool reconciler (default 15)")
+    group.add_argument("--renew-deadline", dest="renew_deadline_seconds", type=float,
+                       help="whole seconds a pool reconciler retries a failed renewal before it stops (default 10)")
+    group.add_argument("--retry-period", dest="retry_period_seconds", type=float,
+                       help="whole seconds between Lease attempts (default 2)")
     group.add_argument("--tls-reload-interval", dest="tls_reload_interval_seconds", type=float,
                        help="seconds between checks of the certificate files (default 10)")
 

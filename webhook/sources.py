@@ -13,10 +13,12 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from burstflow import kube as k
-from burstflow.clock import Clock
+from burstflow.clock import Clock, SystemClock
+from burstflow.timefmt import parse_time
 from webhook.admitter import PolicyStore
 from webhook.configmaps import ECI_PROFILE, NAMESPACE as PROFILES_NAMESPACE, VCI_PROFILE
 from webhook.loader import Compiler, Document, compile_objects, read_documents
@@ -37,6 +39,16 @@ GAUGE_KINDS = ("BurstProfile", "ConfigMapProfile", "ResourcePolicy")
 # A first sync takes a few round trips; still waiting after this long means missing CRDs, RBAC or connectivity,
 # so say which lists are missing (once per period) instead of leaving only a failing readiness probe.
 SYNC_WARNING_SECONDS = 30.0
+
+# A namespace the watch may not have caught up with is read once on the admission path: bounded well inside the
+# webhook's 10 s timeoutSeconds, leaving the rest for the profiles, pool placement and the API server's round trip.
+NAMESPACE_READ_TIMEOUT_SECONDS = 1.0
+# A read namespace stands in for the watch for this long at most (normally the watch delivers the same
+# resourceVersion within milliseconds and takes over); a namespace found missing is not read again within it.
+NAMESPACE_READ_TTL = timedelta(seconds=30)
+# "Created at or after the cache's last event", with room for creationTimestamp's one-second resolution and for
+# the moment the ADDED event takes to arrive: a namespace created less than this before the last event.
+CREATION_WINDOW = timedelta(seconds=2)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -81,6 +93,10 @@ def fingerprint(obj: Mapping[str, Any]) -> str:
     return json.dumps([kept, body], sort_keys=True, default=str)
 
 
+def _rv_of(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def _details(errors: Sequence[PolicyError]) -> str:
     return "; ".join(f"{e.path}: {e.message}" if e.path else e.message for e in errors)
 
@@ -91,8 +107,9 @@ class ClusterPolicySource:
     `start()` reads the policy files, starts the reflectors and returns at once; the store receives its first set
     (and the webhook becomes ready) only once every reflector, the Namespace cache included, has listed: a webhook
     that admitted pods against a half-listed cluster would silently skip profiles. `namespace(name)` is the
-    admitter's namespace lookup (the watched Namespace object, or None), so no request costs a GET.
-    `revision` counts the sets installed.
+    admitter's namespace lookup (the watched Namespace object, or None), so no request costs a GET;
+    `lookup_namespace(name)` is its async form for the admission path, which also reads a namespace the watch may
+    not have delivered yet (see there). `revision` counts the sets installed.
     """
 
     def __init__(self, *, kube: k.Kube, store: PolicyStore, clock: Clock | None = None, metrics: Any = None,
@@ -114,10 +131,15 @@ class ClusterPolicySource:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sync_task: asyncio.Task[None] | None = None
         self._live = False
+        self._namespace_event_at: datetime | None = None
+        self._read: dict[str, tuple[Mapping[str, Any], datetime]] = {}
+        self._verified: dict[str, str] = {}
+        self._reading: dict[str, asyncio.Task[Mapping[str, Any] | None]] = {}
+        self.namespace_reads = 0
 
         def reflector(resource: k.Resource, *, namespace: str | None = None, field_selector: str | None = None,
-                      consume: bool = True) -> k.Reflector:
-            on_event = (lambda event: self._on_event(resource, event)) if consume else None
+                      on_event: Any = None) -> k.Reflector:
+            on_event = on_event or (lambda event: self._on_event(resource, event))
             return k.Reflector(kube=kube, resource=resource, namespace=namespace, field_selector=field_selector,
                                on_event=on_event, clock=clock, watch_timeout_seconds=watch_timeout_seconds)
 
@@ -129,7 +151,7 @@ class ClusterPolicySource:
             reflector(k.CONFIGMAPS, namespace=PROFILES_NAMESPACE, field_selector=f"metadata.name={VCI_PROFILE}"),
             reflector(k.CONFIGMAPS, namespace=PROFILES_NAMESPACE, field_selector=f"metadata.name={ECI_PROFILE}"),
         ]
-        self.namespaces = reflector(k.NAMESPACES, consume=False)
+        self.namespaces = reflector(k.NAMESPACES, on_event=self._on_namespace_event)
 
     # --------------------------------------------------------------------------------------------- lifecycle
 
@@ -152,9 +174,10 @@ class ClusterPolicySource:
         for reflector in (*self.reflectors, self.namespaces):
             await reflector.stop()
         await self.flush_events(timeout=2.0)
-        for task in list(self._tasks):
+        pending = [*self._tasks, *self._reading.values()]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def __aenter__(self) -> ClusterPolicySource:
         await self.start()
@@ -171,6 +194,77 @@ class ClusterPolicySource:
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         """The watched Namespace object called `name`, or None (the admitter's namespace lookup)."""
         return self.namespaces.cache.get(("", name))
+
+    async def lookup_namespace(self, name: str) -> Mapping[str, Any] | None:
+        """The Namespace `name` for one admission: the watched object, unless the watch may not have caught up.
+
+        Two cases are read from the API instead (one GET, bounded by NAMESPACE_READ_TIMEOUT_SECONDS, shared by
+        concurrent admissions): the cache has no such namespace (created a moment ago, its ADDED event still on
+        the way), or the cached namespace was created at or after the last event the cache received (so the cache
+        has seen nothing after its creation, and a label set right after it may still be on the way). The result
+        stands in for the watch until the watch delivers that same resourceVersion (or NAMESPACE_READ_TTL passes),
+        and a cached version is checked at most once. A failed or slow read falls back to the cache: a namespace
+        read never fails an admission.
+        """
+        cached = self.namespace(name)
+        now = self._now()
+        read = self._read.get(name)
+        if read is not None:
+            obj, at = read
+            if now - at < NAMESPACE_READ_TTL:
+                return obj
+            del self._read[name]
+        if cached is not None and (self._verified.get(name) == _rv_of(cached) or not self._maybe_behind(cached)):
+            return cached
+        if cached is not None:
+            self._verified[name] = _rv_of(cached)
+        task = self._reading.get(name)
+        if task is None:
+            task = self._reading[name] = asyncio.get_running_loop().create_task(self._get_namespace(name, now))
+            task.add_done_callback(lambda _: self._reading.pop(name, None))
+        try:
+            obj = await asyncio.wait_for(asyncio.shield(task), NAMESPACE_READ_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("reading namespace %s took longer than %g s; using the watched cache (%s)", name,
+                        NAMESPACE_READ_TIMEOUT_SECONDS, "no such namespace yet" if cached is None else "as cached")
+            return cached
+        return obj if obj is not None else cached
+
+    async def _get_namespace(self, name: str, now: datetime) -> Mapping[str, Any] | None:
+        self.namespace_reads += 1
+        try:
+            obj = _typed(await self.kube.get(k.NAMESPACES, name), k.NAMESPACES)
+        except k.NotFound:
+            return None
+        except k.KubeError as exc:
+            log.warning("cannot read namespace %s (the watch may not have delivered it yet): %s", name, exc)
+            return None
+        cached = self.namespace(name)
+        if cached is None or _rv_of(cached) != _rv_of(obj):  # the watch has not delivered this version yet
+            self._read[name] = (obj, now)
+        return obj
+
+    def _maybe_behind(self, cached: Mapping[str, Any]) -> bool:
+        """Whether the cache may have seen nothing of this namespace after its creation."""
+        created = parse_time((cached.get("metadata") or {}).get("creationTimestamp"))
+        last = self._namespace_event_at
+        return created is None or last is None or created + CREATION_WINDOW > last
+
+    async def _on_namespace_event(self, event: k.WatchEvent) -> None:
+        """Note when the cache last heard anything; a read version is dropped once the watch delivers it (events
+        come in order, so everything after it is newer), and everything about a deleted namespace."""
+        self._namespace_event_at = self._now()
+        name = (event.object.get("metadata") or {}).get("name")
+        read = self._read.get(name)
+        if event.type == "DELETED":
+            self._read.pop(name, None)
+            self._verified.pop(name, None)
+        elif read is not None and _rv_of(read[0]) == _rv_of(event.object):
+            del self._read[name]
+            self._verified[name] = _rv_of(event.object)  # already read: no need to read this version again
+
+    def _now(self) -> datetime:
+        return (self.clock or self.kube.clock or SystemClock()).now()
 
     async def _first_sync(self) -> None:
         clock = self.clock or self.kube.clock

@@ -124,8 +124,9 @@ async def webhook_process(kube: Kube, kubeconfig: str, kube_target, burstflow_cr
         # Policies come only from the cluster (the tests create them through the API), so the watch is what is
         # tested.
         "BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER": "true",
-        # Nothing is in flight when the fixture stops the process.
+        # Nothing is in flight when the fixture stops the process, and no API server needs time to forget it.
         "BURSTFLOW_WEBHOOK_DRAIN_TIMEOUT_SECONDS": "1",
+        "BURSTFLOW_WEBHOOK_DRAIN_PERIOD_SECONDS": "0",
     }
     log = tmp_path / "webhook.log"
     with log.open("wb") as sink:
