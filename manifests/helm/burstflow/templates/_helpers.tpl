@@ -17,9 +17,14 @@ fullname: the release name when it contains the chart name, else <release>-<char
 {{- end -}}
 {{- end -}}
 
-{{/* Labels of every object: the kustomize base's `app.kubernetes.io/part-of` plus Helm's usual ones. */}}
+{{/* Labels of the kustomize base's objects: its `app.kubernetes.io/part-of` plus Helm's usual ones. */}}
 {{- define "burstflow.labels" -}}
 app.kubernetes.io/part-of: burstflow
+{{ include "burstflow.helmLabels" . }}
+{{- end -}}
+
+{{/* Helm's usual labels, alone on what the kustomize overlays add (the Secret, the cert-manager objects). */}}
+{{- define "burstflow.helmLabels" -}}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
