@@ -198,18 +198,22 @@ SPILL = policy({"name": "own", "whenNotReachMax": "ScheduleAnyWay", "nodeSelecto
                {"name": "vci", "nodeSelectorTerm": [ZONE], "provider": {"volcengine-vci": {"mode": "enforce"}}})
 
 
+# The last pool's enforce preset requires the virtual nodes: that requirement joins its own term only.
+ZONE_VCI = {"matchExpressions": [ZONE, VCI]}
+
+
 @pytest.mark.parametrize("subset, tolerations, required, preferred", [
     (0, [ECI_TOLERATION, VK_ANY, VCI_TOLERATION],
-     [{"matchExpressions": [ECS]}, {"matchExpressions": [VCI]}, {"matchExpressions": [ZONE]}],
+     [{"matchExpressions": [ECS]}, {"matchExpressions": [VCI]}, ZONE_VCI],
      [{"weight": 100, "preference": {"matchExpressions": [ECS]}},
       {"weight": 67, "preference": {"matchExpressions": [VCI]}},
-      {"weight": 33, "preference": {"matchExpressions": [ZONE]}},
+      {"weight": 33, "preference": ZONE_VCI},
       {"weight": 100, "preference": {"matchExpressions": [
           {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}}]),
-    (1, [VK_ANY, VCI_TOLERATION], [{"matchExpressions": [VCI]}, {"matchExpressions": [ZONE]}],
+    (1, [VK_ANY, VCI_TOLERATION], [{"matchExpressions": [VCI]}, ZONE_VCI],
      [{"weight": 100, "preference": {"matchExpressions": [VCI]}},
-      {"weight": 50, "preference": {"matchExpressions": [ZONE]}}]),
-    (2, [VCI_TOLERATION], [{"matchExpressions": [ZONE]}], None),
+      {"weight": 50, "preference": ZONE_VCI}]),
+    (2, [VCI_TOLERATION], [ZONE_VCI], None),
 ], ids=["first pool: every later pool's tolerations and node terms", "middle pool: its own and the last's",
         "last pool (DoNotSchedule): its own only"])
 def test_spill_takes_later_pools_tolerations_and_preset_node_terms(subset, tolerations, required, preferred):

@@ -228,3 +228,16 @@ def test_seccomp_only_example_says_what_argo_does_and_how_to_opt_out():
     for claim in ("Argo 3.6 sets RuntimeDefault only on the pods it runs for", "agent pod", "artifact-GC pods",
                   "resource-template pods", "the pod's own always wins", "seccomp: Disabled"):
         assert claim in text, claim
+
+
+VCI_TOLERATION = {"key": "vci.vke.volcengine.com/node-type", "operator": "Equal", "value": "vci", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize("mode, node_affinity", [
+    (None, (ON_VIRTUAL_NODE,)), ("enforce", (ON_VIRTUAL_NODE,)), ("auto", ()),
+], ids=["default enforce: requires the virtual nodes", "enforce", "auto: VKE's scheduler chooses"])
+def test_volcengine_vci_enforce_is_hard_placement_on_any_scheduler(mode, node_affinity):
+    settings = {} if mode is None else {"mode": mode}
+    assert preset("volcengine-vci", settings) == Effect(
+        annotations=(("vke.volcengine.com/burst-to-vci", mode or "enforce"),), tolerations=(VCI_TOLERATION,),
+        node_affinity=node_affinity)

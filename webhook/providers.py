@@ -142,16 +142,22 @@ def _only(settings: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
 
 
 def volcengine_vci(settings: Mapping[str, Any]) -> Effect:
-    """`mode` (enforce | auto, default enforce), `subnetIds`, `instanceFamily` -> VKE annotations + VCI toleration."""
+    """`mode` (enforce | auto, default enforce), `subnetIds`, `instanceFamily` -> VKE annotations + VCI toleration.
+
+    enforce is hard placement on VCI, so the pod also requires the virtual nodes (type In [virtual-kubelet], the
+    term Volcengine's ResourcePolicy example uses for them): any kube-scheduler then honours it, not only VKE's.
+    auto leaves the choice to VKE's scheduler."""
     _only(settings, ("mode", "subnetIds", "instanceFamily"))
-    annotations = [(VCI_BURST, _string(settings, "mode", choices=VCI_MODES, default="enforce"))]
+    mode = _string(settings, "mode", choices=VCI_MODES, default="enforce")
+    annotations = [(VCI_BURST, mode)]
     subnets = _joined(settings, "subnetIds")
     if subnets:
         annotations.append((VCI_SUBNETS, subnets))
     family = _joined(settings, "instanceFamily")
     if family:
         annotations.append((VCI_INSTANCE_FAMILY, family))
-    return Effect(annotations=tuple(annotations), tolerations=(VCI_TOLERATION,))
+    return Effect(annotations=tuple(annotations), tolerations=(VCI_TOLERATION,),
+                  node_affinity=(ON_VIRTUAL_NODE,) if mode == "enforce" else ())
 
 
 def _flag(settings: Mapping[str, Any], key: str) -> bool:
