@@ -1,8 +1,19 @@
 """The cron service's pure decisions: given a compiled spec, its status, the known child Workflows and `now`, what to do.
 
 Nothing here reads a clock, talks to Kubernetes or counts metrics. The runner gathers the inputs, calls `plan()`,
-performs the plan (create / adopt / terminate), then applies the matching status transition (`apply_created`,
-`apply_adopted`, `apply_submission_error`, ...) and writes the status guarded by resourceVersion.
+applies `apply_plan` (what the decision settled), performs the plan (create / adopt / terminate), then applies the
+matching status transition (`apply_created`, `apply_adopted`, `apply_submission_error`, ...) and writes the status
+guarded by resourceVersion.
+
+Every decision is a function of the stored CronWorkflow (spec, status, the last-used-schedule annotation), its child
+Workflows, `now` and `observed_since` (when the cron service, any replica, last started scheduling continuously).
+Besides Argo's status fields the engine keeps two of its own in `status`, so that a restarted or new leader decides
+exactly as the previous one would have:
+- `lastDecidedTime`: every scheduled time at or before it has been decided (run, skipped or blocked) and is never
+  decided again as an on-time tick;
+- `blockedScheduledTime`: the most recent scheduled time blocked by `concurrencyPolicy: Forbid`, `suspend` or a stop,
+  kept only while `startingDeadlineSeconds` is set; it runs late (once, under its own name) as soon as nothing
+  blocks it any more and `now - time <= startingDeadlineSeconds` (Kubernetes' CronJob rule).
 """
 from __future__ import annotations
 
@@ -107,6 +118,8 @@ class CronStatus:
     conditions: tuple[Condition, ...] = ()
     last_used_schedule: str | None = None
     completed: bool = False
+    last_decided_time: datetime | None = None
+    blocked_scheduled_time: datetime | None = None
 
     @classmethod
     def from_object(cls, cron: Mapping[str, Any]) -> CronStatus:
@@ -122,6 +135,8 @@ class CronStatus:
             conditions=tuple(Condition.from_dict(c) for c in status.get("conditions") or () if isinstance(c, Mapping)),
             last_used_schedule=(metadata.get("annotations") or {}).get(LAST_USED_SCHEDULE_ANNOTATION),
             completed=(metadata.get("labels") or {}).get(COMPLETED_LABEL) == "true",
+            last_decided_time=parse_time(status.get("lastDecidedTime")),
+            blocked_scheduled_time=parse_time(status.get("blockedScheduledTime")),
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -136,6 +151,10 @@ class CronStatus:
             status["lastScheduledTime"] = format_time(self.last_scheduled_time)
         if self.phase:
             status["phase"] = self.phase
+        if self.last_decided_time is not None:
+            status["lastDecidedTime"] = format_time(self.last_decided_time)
+        if self.blocked_scheduled_time is not None:
+            status["blockedScheduledTime"] = format_time(self.blocked_scheduled_time)
         return status
 
     @property
@@ -213,14 +232,17 @@ class Plan:
     """What the runner should do now for one CronWorkflow.
 
     At most one of `run` / `adopt` / `skip` is set. `run` is the scheduled time to create a Workflow for
-    (`catch_up` says whether it is a missed time run late or an on-time tick); before creating, terminate every ref
-    in `terminate` (Replace; never the Workflow for `run` itself). `adopt` is an existing child whose name matches
-    the due time: record it (`apply_adopted`) instead of creating or terminating anything. `submission_error` is set
-    when `when` failed to evaluate (apply it with `apply_submission_error`); `spec_error` when the stop strategy
-    failed to evaluate (apply it with `apply_spec_error`; nothing runs). `next_wakeup` is the next instant to
-    call `plan()` again (None: never, e.g. a schedule that cannot fire). `decided_through` is the latest scheduled
-    time this plan settled (ran, adopted or skipped); pass it back as `decided_through` next time so a skipped tick
-    is not decided twice. `missed` counts scheduled times in the window that will never run (capped at 101).
+    (`catch_up` says whether it runs late: missed during an outage, or blocked earlier by Forbid, suspend or a stop);
+    before creating, terminate every ref in `terminate` (Replace; never the Workflow for `run` itself, never one
+    already shut down). `adopt` is an existing child whose name matches the time being decided: record it
+    (`apply_adopted`) instead of creating or terminating anything. `stop` is set when the stop strategy is true
+    (checked at every decision, whether or not a time is due). `submission_error` is set when `when` failed to
+    evaluate (apply it with `apply_submission_error`); `spec_error` when the stop strategy failed to evaluate
+    (apply it with `apply_spec_error`; nothing runs). `next_wakeup` is the next instant to call `plan()` again
+    (None: never, e.g. a schedule that cannot fire). `decided_through` and `blocked` are the new values of
+    `status.lastDecidedTime` and `status.blockedScheduledTime`: apply them with `apply_plan` before the status
+    is written. `missed` counts scheduled times in the window that will never run (counting stops at 102).
+    `record_schedule` asks to record the current schedule key (the schedule changed since the last run).
     """
 
     run: datetime | None = None
@@ -233,8 +255,10 @@ class Plan:
     spec_error: str | None = None
     next_wakeup: datetime | None = None
     decided_through: datetime | None = None
+    blocked: datetime | None = None
     missed: int = 0
     warnings: tuple[str, ...] = ()
+    record_schedule: bool = False
 
 
 def plan(
@@ -244,90 +268,169 @@ def plan(
     now: datetime,
     created: datetime,
     observed_since: datetime | None,
-    decided_through: datetime | None = None,
     children: Iterable[Child] = (),
 ) -> Plan:
-    """Decide the latest due scheduled time in `(lower, now]` over all schedules, and what to do about it.
+    """Decide what to do at `now` from stored state only (see the module docstring).
 
-    `lower` = max(`status.last_scheduled_time` or `created`, `decided_through`). `observed_since` is the instant
-    since which the cron service (any replica: on a leader change pass the previous holder's last lease renewal)
-    has continuously been scheduling this CronWorkflow; a due time at or after it is on-time and runs regardless of
-    `startingDeadlineSeconds`; an earlier one is a catch-up and runs only if a deadline is set, `now < t + deadline`
-    and the recorded schedule equals the current one. `None` means "just started": every due time is a catch-up.
-    Order of checks (Argo's): stopped, stop strategy, suspend, existing child (adopt), `when`, concurrency policy.
-    `children` are the Workflows owned by this CronWorkflow (to adopt, and to never Replace the current run).
+    1. The window: `lower` = the latest of `status.lastScheduledTime` (else `created`) and `status.lastDecidedTime`;
+       if the schedule changed since the last run (the last-used-schedule annotation differs), `lower` = `now`
+       (times of the new schedule before the change are not owed, Argo #7182). `due` = the latest scheduled time in
+       `(lower, now]` over all schedules; the times before it in the window are missed (warned above 100).
+    2. The stop strategy is evaluated at every decision (so a child counted as failed stops the CronWorkflow at
+       once, not at the next tick); true: Stopped, and `due` (if any) is blocked.
+    3. With a `due` time: an existing child with its name is adopted. A time before `observed_since` (the service
+       was not running then) runs only if `startingDeadlineSeconds` > 0 and `now - due <= deadline`. Then, in
+       Argo's order: stopped, suspend (both block), `when` (false or failing: skipped for good), Forbid with a
+       run in `status.active` (blocks; shut-down runs count until they finish), then run (Replace terminates the
+       other active runs). A blocked time becomes `blocked` when a deadline is set, superseding an older one.
+    4. Without a `due` time: a `blocked` time runs late once nothing blocks it (same checks, `when` included) and
+       `now - blocked <= deadline`; past the deadline it is dropped.
+    Every time decided here is settled in `decided_through`, so no later decision (any process) re-decides it.
     """
     schedule_set = spec.schedule_set
     anchor = status.last_scheduled_time or created
-    lower = anchor
-    if decided_through is not None and decided_through > lower:
-        lower = decided_through
+    lower = max(anchor, status.last_decided_time or anchor)
+    schedule_changed = status.last_used_schedule is not None and status.last_used_schedule != spec.schedule_key
+    if schedule_changed:
+        lower = max(lower, now)
     due, count = schedule_set.latest_in(lower, now, anchor, cap=MISSED_WARNING_THRESHOLD + 2)
     upcoming = schedule_set.next_after(max(now, lower), anchor)
     next_wakeup = upcoming.time if upcoming is not None else None
-    if due is None:
-        return Plan(next_wakeup=next_wakeup)
-    catch_up = observed_since is None or due < observed_since
-    missed = count if catch_up else count - 1
-    warnings: tuple[str, ...] = ()
-    if missed > MISSED_WARNING_THRESHOLD:
-        warnings = (f"more than {MISSED_WARNING_THRESHOLD} scheduled times were missed since "
-                    f"{format_time(lower)}; only the latest ({format_time(due)}) is considered",)
-    settled = dict(decided_through=due, next_wakeup=next_wakeup, missed=missed, warnings=warnings,
-                   catch_up=catch_up)
+    deadline = spec.starting_deadline_seconds or 0
+    blocked = status.blocked_scheduled_time
+    if blocked is not None and status.last_scheduled_time is not None and blocked <= status.last_scheduled_time:
+        blocked = None
+    base = dict(next_wakeup=next_wakeup, decided_through=status.last_decided_time, blocked=blocked,
+                record_schedule=schedule_changed)
+    if schedule_changed:
+        base.update(decided_through=_latest(status.last_decided_time, now), blocked=None)
 
-    name = workflow_name(spec.name, due)
-    existing = next((child for child in children if child.name == name), None)
-    if existing is not None:
-        return Plan(adopt=existing, **settled)
-    if status.stopped or status.completed:
-        return Plan(skip=Skip(due, SkipReason.STOPPED, "stopped by its stop strategy; not scheduling"), **settled)
-    if spec.stop is not None:
+    stop: StopDecision | None = None
+    stop_error: str | None = None
+    if spec.stop is not None and not (status.stopped or status.completed):
         try:
-            decision = evaluate_stop(spec, status, now=now)
+            stop = evaluate_stop(spec, status, now=now)
         except ExpressionError as error:
-            message = f"failed to check CronWorkflow {spec.name!r} stopping condition: {error}"
-            return Plan(spec_error=message, skip=Skip(due, SkipReason.STOPPED, message), **settled)
-        if decision is not None:
-            return Plan(stop=decision, skip=Skip(due, SkipReason.STOPPED, decision.message), **settled)
+            stop_error = f"failed to check CronWorkflow {spec.name!r} stopping condition: {error}"
+
+    if due is not None:
+        catch_up = observed_since is None or due < observed_since
+        missed = count if catch_up else count - 1
+        warnings: tuple[str, ...] = ()
+        if missed > MISSED_WARNING_THRESHOLD:
+            warnings = (f"more than {MISSED_WARNING_THRESHOLD} scheduled times were missed since "
+                        f"{format_time(lower)}; only the latest ({format_time(due)}) is considered",)
+        settled = {**base, "decided_through": _latest(status.last_decided_time, due), "missed": missed,
+                   "warnings": warnings, "catch_up": catch_up}
+        if blocked is not None and blocked < due:
+            settled["blocked"] = None  # superseded: only the most recent blocked time may run late
+        if catch_up and not _within(deadline, due, now):
+            if not deadline:
+                reason = (f"missed {format_time(due)} while the service was not running; no late run without "
+                          f"startingDeadlineSeconds")
+            else:
+                reason = (f"missed {format_time(due)} by {int((now - due).total_seconds())}s, beyond "
+                          f"startingDeadlineSeconds {deadline}")
+            return Plan(skip=Skip(due, SkipReason.DEADLINE, reason), stop=stop, **_with_stop_error(settled, stop_error))
+        return _decide_time(spec, status, due, now=now, children=children, stop=stop, stop_error=stop_error,
+                            settled=settled, deadline=deadline)
+
+    if blocked is not None:
+        if not _within(deadline, blocked, now):
+            reason = (f"blocked run for {format_time(blocked)} not started within startingDeadlineSeconds "
+                      f"{deadline}")
+            return Plan(skip=Skip(blocked, SkipReason.DEADLINE, reason), stop=stop,
+                        **_with_stop_error({**base, "blocked": None}, stop_error))
+        result = _decide_time(spec, status, blocked, now=now, children=children, stop=stop, stop_error=stop_error,
+                              settled={**base, "catch_up": True}, deadline=deadline, late=True)
+        if result.skip is not None and result.skip.reason in _BLOCKING:
+            # Still blocked: nothing to report again (the time was reported when it was first blocked).
+            return replace(result, skip=None)
+        return result
+    return Plan(stop=stop, **_with_stop_error(base, stop_error))
+
+
+# Reasons that keep a time runnable later (within the deadline); every other skip is final.
+_BLOCKING = frozenset({SkipReason.FORBID, SkipReason.SUSPENDED, SkipReason.STOPPED})
+
+
+def _latest(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
+
+
+def _within(deadline: int, scheduled: datetime, now: datetime) -> bool:
+    """Kubernetes' rule for starting late: a deadline is set (0 means none, as in Argo) and not yet passed."""
+    return bool(deadline) and (now - scheduled).total_seconds() <= deadline
+
+
+def _with_stop_error(fields: dict[str, Any], stop_error: str | None) -> dict[str, Any]:
+    return {**fields, "spec_error": stop_error} if stop_error is not None else fields
+
+
+def _decide_time(spec: CronSpec, status: CronStatus, due: datetime, *, now: datetime, children: Iterable[Child],
+                 stop: StopDecision | None, stop_error: str | None, settled: dict[str, Any], deadline: int,
+                 late: bool = False) -> Plan:
+    """Steps 3 and 4 of `plan()` for one scheduled time (`late`: the blocked time, not a new one)."""
+    name = workflow_name(spec.name, due)
+    children = tuple(children)
+    existing = next((child for child in children if child.name == name), None)
+    fields = _with_stop_error(settled, stop_error)
+    if existing is not None:
+        return Plan(adopt=existing, stop=stop, **{**fields, "blocked": None if late else fields["blocked"]})
+
+    def block(reason: SkipReason, message: str) -> Plan:
+        return Plan(skip=Skip(due, reason, message), stop=stop,
+                    **{**fields, "blocked": due if deadline else (None if late else fields["blocked"])})
+
+    if stop_error is not None:
+        return Plan(skip=Skip(due, SkipReason.STOPPED, stop_error), **{**fields, "blocked": None})
+    if stop is not None:
+        return block(SkipReason.STOPPED, stop.message)
+    if status.stopped or status.completed:
+        return block(SkipReason.STOPPED, "stopped by its stop strategy; not scheduling")
     if spec.suspend:
-        return Plan(skip=Skip(due, SkipReason.SUSPENDED, "spec.suspend is true"), **settled)
-    if catch_up:
-        reason = _catch_up_refusal(spec, status, due=due, now=now)
-        if reason is not None:
-            return Plan(skip=Skip(due, SkipReason.DEADLINE, reason), **settled)
+        return block(SkipReason.SUSPENDED, "spec.suspend is true")
+    final = {**fields, "blocked": None if late else fields["blocked"]}
     if spec.when is not None:
         try:
             allowed = spec.when.evaluate(_expression_variables(spec, status, now))
         except ExpressionError as error:
             message = f"run policy error: {error}"
-            return Plan(submission_error=message, skip=Skip(due, SkipReason.WHEN, message), **settled)
+            return Plan(submission_error=message, skip=Skip(due, SkipReason.WHEN, message), **final)
         if not allowed:
-            return Plan(skip=Skip(due, SkipReason.WHEN, f"when {spec.when.source!r} is false"), **settled)
-    finished = {child.name for child in children if child.finished or child.shutdown}
+            return Plan(skip=Skip(due, SkipReason.WHEN, f"spec.when is false for {format_time(due)}"), **final)
+    # Argo counts every run in status.active, shut down (Terminate/Stop) or not, until it has finished (a child
+    # seen finished before `reconcile_children` dropped it from the status does not count).
+    finished = {child.name for child in children if child.finished}
     active = tuple(ref for ref in status.active if ref.name not in finished)
     if spec.concurrency_policy is ConcurrencyPolicy.FORBID and active:
         names = ", ".join(ref.name for ref in active)
-        return Plan(skip=Skip(due, SkipReason.FORBID, f"concurrencyPolicy Forbid and still active: {names}"),
-                    **settled)
+        return block(SkipReason.FORBID, f"concurrencyPolicy Forbid and still active: {names}")
     terminate: tuple[ActiveRef, ...] = ()
     if spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
-        # Never the Workflow of this very scheduled time (Argo bug 12625 terminates the run it just created).
-        terminate = tuple(ref for ref in active if ref.name != name)
-    return Plan(run=due, terminate=terminate, **settled)
+        shut_down = {child.name for child in children if child.shutdown}
+        # Never the Workflow of this very scheduled time (Argo bug 12625 terminates the run it just created), nor
+        # one already shut down (Argo #11845).
+        terminate = tuple(ref for ref in active if ref.name != name and ref.name not in shut_down)
+    return Plan(run=due, terminate=terminate, **{**final, "blocked": None})
 
 
-def _catch_up_refusal(spec: CronSpec, status: CronStatus, *, due: datetime, now: datetime) -> str | None:
-    deadline = spec.starting_deadline_seconds
-    if not deadline:
-        return (f"missed {format_time(due)} while the service was not running; no catch-up without "
-                f"startingDeadlineSeconds")
-    if status.last_used_schedule is not None and status.last_used_schedule != spec.schedule_key:
-        return f"missed {format_time(due)} under a different schedule ({status.last_used_schedule!r}); not run"
-    if not (now - due).total_seconds() < deadline:
-        return (f"missed {format_time(due)} by {int((now - due).total_seconds())}s, beyond "
-                f"startingDeadlineSeconds {deadline}")
-    return None
+def apply_plan(status: CronStatus, decision: Plan, *, spec: CronSpec) -> CronStatus:
+    """Record what `decision` settled: `lastDecidedTime`, `blockedScheduledTime` and, when the schedule changed,
+    the new last-used-schedule key."""
+    updated = replace(status, last_decided_time=decision.decided_through, blocked_scheduled_time=decision.blocked)
+    if decision.record_schedule:
+        updated = replace(updated, last_used_schedule=spec.schedule_key)
+    return updated
+
+
+def apply_recovered(status: CronStatus, *, now: datetime) -> CronStatus:
+    """The spec was in error (a SpecError condition is stored) and is valid again: scheduled times that passed
+    while it was broken are not owed (as in Argo, which never scheduled them), so they count as decided."""
+    if status.condition(CONDITION_SPEC_ERROR) is None:
+        return status
+    return replace(status.without_condition(CONDITION_SPEC_ERROR),
+                   last_decided_time=_latest(status.last_decided_time, now), blocked_scheduled_time=None)
 
 
 def _expression_variables(spec: CronSpec, status: CronStatus, now: datetime) -> dict[str, Any]:
@@ -350,6 +453,17 @@ def evaluate_stop(spec: CronSpec, status: CronStatus, *, now: datetime) -> StopD
         message=(f"stopped by stopStrategy.{spec.stop.field} {spec.stop.source!r} "
                  f"(succeeded={status.succeeded}, failed={status.failed})"),
     )
+
+
+def recheck_stop(spec: CronSpec, status: CronStatus, *, now: datetime) -> StopDecision | None:
+    """The stop strategy after a counter changed within a decision (a submission error counted as failed); None
+    when it is false, already stopped, or fails (`plan()` reports evaluation failures)."""
+    if spec.stop is None or status.stopped or status.completed:
+        return None
+    try:
+        return evaluate_stop(spec, status, now=now)
+    except ExpressionError:
+        return None
 
 
 def reconcile_children(status: CronStatus, children: Iterable[Child]) -> tuple[CronStatus, tuple[Child, ...]]:
@@ -397,8 +511,11 @@ def _record_run(status: CronStatus, *, spec: CronSpec, scheduled_time: datetime,
     last = status.last_scheduled_time
     if last is None or scheduled_time > last:
         last = scheduled_time
+    blocked = status.blocked_scheduled_time
     updated = replace(status, active=active, last_scheduled_time=last, phase=status.phase if status.stopped
-                      else PHASE_ACTIVE, last_used_schedule=spec.schedule_key)
+                      else PHASE_ACTIVE, last_used_schedule=spec.schedule_key,
+                      last_decided_time=_latest(status.last_decided_time, scheduled_time),
+                      blocked_scheduled_time=None if blocked is not None and blocked <= scheduled_time else blocked)
     return updated.without_condition(CONDITION_SUBMISSION_ERROR)
 
 
@@ -411,7 +528,7 @@ def apply_adopted(status: CronStatus, *, spec: CronSpec, child: Child) -> CronSt
     if scheduled is None:
         return status
     return _record_run(status, spec=spec, scheduled_time=scheduled,
-                       ref=None if child.finished or child.shutdown else child.ref())
+                       ref=None if child.finished else child.ref())
 
 
 def _time_from_name(cron_name: str, name: str) -> datetime | None:

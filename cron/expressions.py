@@ -371,11 +371,6 @@ def _raise(message: str) -> str:
     raise ExpressionError(message)
 
 
-def unwrap_template(text: str) -> str:
-    """Kept for callers of the old name: the same as `render_template`."""
-    return render_template(text)
-
-
 @lru_cache(maxsize=8)
 def _environment(engine: str) -> Environment:
     return Environment(VARIABLES, engine=engine)

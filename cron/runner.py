@@ -12,7 +12,11 @@ Shape (Kubernetes CronJob v2 with Argo's semantics):
   decisions are queued (one of them lets a write through per N decisions), so a burst of due runs gets all its
   creates out first: the scheduling lag is create time - scheduled time;
 - only the Lease holder decides; standbys keep their caches warm and take over with `observed_since` set to the
-  previous holder's last renewal, so ticks inside a failover are on-time runs, not deadline-bound catch-ups.
+  previous holder's last renewal, so ticks inside a failover are on-time runs, not deadline-bound catch-ups;
+- nothing decided is kept in memory: what was decided lives in the CronWorkflow's status (`lastDecidedTime`,
+  `blockedScheduledTime`, see cron/engine.py), so a restarted or new leader decides exactly as the old one would;
+- `when` and stop expressions on the pure-Python CEL engine are evaluated in a worker thread, so an expensive one
+  (up to the CEL iteration budget) does not hold up the other CronWorkflows' decisions.
 
 Exactly once: the Workflow name `<cron>-<unix seconds>` is the lock. A 409 AlreadyExists on create is adopted into
 `status.active`/`lastScheduledTime` (Argo bug 14719 forgets it). Status is written through the status subresource
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from burstflow.cel import PYTHON as PYTHON_CEL
 from burstflow.clock import Clock, SystemClock
 from burstflow.timefmt import parse_time
 from burstflow.leader import LeaderElector
@@ -119,15 +124,14 @@ class _Outcome:
 @dataclass
 class _Decided:
     """A decision whose Workflow writes (terminate, create) are done and whose CronWorkflow writes are not yet:
-    `status` (and the labels/annotations it implies) replaces `original`, then the skip is counted,
-    `decided_through` recorded and `deletions` carried out (see `CronRunner._finish`)."""
+    `status` (and the labels/annotations it implies) replaces `original`, then the skip is counted and
+    `deletions` carried out (see `CronRunner._finish`)."""
 
     cron: Mapping[str, Any]
     original: CronStatus
     status: CronStatus
     outcome: _Outcome
     skip: engine.Skip | None = None
-    decided_through: datetime | None = None
     deletions: list[Child] = field(default_factory=list)
     next_wakeup: datetime | None = None
 
@@ -166,7 +170,6 @@ class CronRunner:
         self._fresh: dict[Key, Mapping[str, Any]] = {}
         self._parsed: dict[Key, tuple[tuple, ParseResult]] = {}
         self._reported: dict[Key, set[str]] = {}
-        self._decided_through: dict[Key, datetime] = {}
         self._spec_errors: set[Key] = set()
         self._heap: list[tuple[datetime, int, Key]] = []
         self._wake_at: dict[Key, datetime] = {}
@@ -253,7 +256,6 @@ class CronRunner:
         self._queued.clear()
         self._processing.clear()
         self._dirty.clear()
-        self._decided_through.clear()
         self._queue = asyncio.Queue()
         self._writes = asyncio.Queue()
         self._open_gates()
@@ -331,7 +333,7 @@ class CronRunner:
         self._enqueue(key)
 
     def _forget(self, key: Key) -> None:
-        for table in (self._fresh, self._parsed, self._reported, self._decided_through, self._wake_at):
+        for table in (self._fresh, self._parsed, self._reported, self._wake_at):
             table.pop(key, None)
         self._spec_errors.discard(key)
 
@@ -602,8 +604,7 @@ class CronRunner:
             if key not in self._spec_errors:
                 self._spec_errors.add(key)
                 self._update_gauges()
-            # Times that pass while the spec is broken are not owed later (Argo never scheduled them either).
-            self._decided_through[key] = now
+            # Times that pass while the spec is broken are not owed later (`engine.apply_recovered`).
             self._report_once(key, outcome, "Warning", "SpecError", message)
             log.warning("invalid spec", extra={"fields": _key_fields(key, errors=list(result.errors))})
             return _Decided(cron=cron, original=original, status=status, outcome=outcome)
@@ -611,9 +612,8 @@ class CronRunner:
             self._spec_errors.discard(key)
             self._update_gauges()
             self._reported.pop(key, None)
-            # Scheduled times that passed while the spec was broken are not owed (as in Argo): start from now.
-            self._decided_through[key] = max(now, self._decided_through.get(key, now))
-        status = engine.clear_spec_error(status)
+        # A stored SpecError means times since the last decision passed while the spec was broken: not owed.
+        status = engine.apply_recovered(status, now=now)
         spec = result.spec
         for warning in result.warnings:
             self._report_once(key, outcome, "Warning", "SpecWarning", warning)
@@ -622,15 +622,12 @@ class CronRunner:
         for child in counted:
             log.info("run finished", extra={"fields": _key_fields(key, workflow=child.name, phase=child.phase)})
         created_at = parse_time(meta.get("creationTimestamp")) or now
-        decision: Plan = engine.plan(
-            spec,
-            status,
-            now=now,
-            created=created_at,
-            observed_since=self._observed_since,
-            decided_through=self._decided_through.get(key),
-            children=children,
-        )
+        inputs = dict(now=now, created=created_at, observed_since=self._observed_since, children=children)
+        if _slow_expressions(spec):
+            decision: Plan = await asyncio.to_thread(engine.plan, spec, status, **inputs)
+        else:
+            decision = engine.plan(spec, status, **inputs)
+        status = engine.apply_plan(status, decision, spec=spec)
         if decision.spec_error is not None:
             status = engine.apply_spec_error(status, decision.spec_error)
             self._report_once(key, outcome, "Warning", "SpecError", decision.spec_error)
@@ -657,10 +654,24 @@ class CronRunner:
             status = engine.apply_adopted(status, spec=spec, child=decision.adopt)
             log.info("adopted existing run", extra={"fields": _key_fields(key, workflow=decision.adopt.name)})
         if decision.run is not None:
+            counted = status
             status = await self._submit(key, cron, spec, status, decision, outcome)
+            if status.failed != counted.failed:
+                status = self._stop_at_once(key, spec, status, outcome)
+        if decision.submission_error is not None:
+            status = self._stop_at_once(key, spec, status, outcome)
         return _Decided(cron=cron, original=original, status=status, outcome=outcome, skip=decision.skip,
-                        decided_through=decision.decided_through,
                         deletions=list(engine.history_to_delete(spec, children)), next_wakeup=decision.next_wakeup)
+
+    def _stop_at_once(self, key: Key, spec, status: CronStatus, outcome: _Outcome) -> CronStatus:
+        """A submission error counted in `failed` during this decision: the stop strategy sees the new count now,
+        in the same status write (Argo counts it too, and would stop at its next check)."""
+        stop = engine.recheck_stop(spec, status, now=self.clock.now())
+        if stop is None:
+            return status
+        outcome.events.append(("Normal", "Stopped", stop.message))
+        log.info("stopped", extra={"fields": _key_fields(key, expression=stop.expression)})
+        return engine.apply_stopped(status, stop)
 
     async def _finish(self, key: Key, decided: _Decided) -> _Outcome:
         """The CronWorkflow writes of a decision; `conflict` set on 409 (nothing after the write is done then)."""
@@ -673,10 +684,6 @@ class CronRunner:
             self.metrics.runs_skipped.labels(reason=decided.skip.reason.value).inc()
             log.info("run skipped", extra={"fields": _key_fields(
                 key, scheduled=decided.skip.scheduled_time.isoformat(), reason=decided.skip.reason.value)})
-        if decided.decided_through is not None:
-            previous = self._decided_through.get(key)
-            if previous is None or decided.decided_through > previous:
-                self._decided_through[key] = decided.decided_through
         for child in decided.deletions:
             await self._delete_child(key, child)
         outcome.next_wakeup = decided.next_wakeup
@@ -773,6 +780,12 @@ class CronRunner:
             log.info("status write conflict; re-reading", extra={"fields": _key_fields(key)})
             return False
         return True
+
+
+def _slow_expressions(spec) -> bool:
+    """The spec has `when`/stop expressions on the pure-Python CEL engine (up to seconds at the iteration budget)."""
+    return any(expression is not None and expression.program.env.engine == PYTHON_CEL
+               for expression in (spec.when, spec.stop))
 
 
 def _metadata_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from cron.engine import (
     CronStatus,
     SkipReason,
     apply_adopted,
+    apply_plan,
     apply_created,
     apply_resumed,
     apply_spec_error,
@@ -103,11 +104,40 @@ TABLE = [
      CronStatus(last_scheduled_time=PREVIOUS_HOUR), TEN_PAST, None, (), None, SkipReason.DEADLINE, ()),
     ("just started, missed by 10 min, deadline 15 min", {"startingDeadlineSeconds": 900},
      CronStatus(last_scheduled_time=PREVIOUS_HOUR), TEN_PAST, None, (), TOP_OF_HOUR, None, ()),
-    ("just started, missed by exactly the deadline", {"startingDeadlineSeconds": 600},
+    ("just started, missed by exactly the deadline (now - tick <= deadline)", {"startingDeadlineSeconds": 600},
+     CronStatus(last_scheduled_time=PREVIOUS_HOUR), TEN_PAST, None, (), TOP_OF_HOUR, None, ()),
+    ("just started, missed by the deadline + 1 s", {"startingDeadlineSeconds": 599},
      CronStatus(last_scheduled_time=PREVIOUS_HOUR), TEN_PAST, None, (), None, SkipReason.DEADLINE, ()),
-    ("just started, schedule changed since last run", {"startingDeadlineSeconds": 900},
+    ("just started, schedule changed since last run: not owed", {"startingDeadlineSeconds": 900},
      CronStatus(last_scheduled_time=PREVIOUS_HOUR, last_used_schedule="*/30 * * * *"), TEN_PAST, None, (), None,
-     SkipReason.DEADLINE, ()),
+     None, ()),
+    ("is time, already decided by an earlier process", {}, CronStatus(last_scheduled_time=PREVIOUS_HOUR,
+     last_decided_time=TOP_OF_HOUR), JUST_AFTER_THE_HOUR, JUST_AFTER_THE_HOUR, (), None, None, ()),
+    ("forbid blocked at 10:00, prev finished at 10:10, deadline 15 min: late run", {
+        "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 900},
+     CronStatus(last_scheduled_time=PREVIOUS_HOUR, last_decided_time=TOP_OF_HOUR, blocked_scheduled_time=TOP_OF_HOUR),
+     TEN_PAST, SERVICE_UP, (finished(PREVIOUS_HOUR),), TOP_OF_HOUR, None, ()),
+    ("forbid blocked at 10:00, prev finished at 10:10, deadline 5 min: dropped", {
+        "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 300},
+     CronStatus(last_scheduled_time=PREVIOUS_HOUR, last_decided_time=TOP_OF_HOUR, blocked_scheduled_time=TOP_OF_HOUR),
+     TEN_PAST, SERVICE_UP, (finished(PREVIOUS_HOUR),), None, SkipReason.DEADLINE, ()),
+    ("forbid blocked at 10:00, still active at 10:10: nothing new", {
+        "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 900},
+     CronStatus(last_scheduled_time=PREVIOUS_HOUR, last_decided_time=TOP_OF_HOUR, blocked_scheduled_time=TOP_OF_HOUR,
+                active=(running(PREVIOUS_HOUR).ref(),)), TEN_PAST, SERVICE_UP, (running(PREVIOUS_HOUR),), None, None,
+     ()),
+    ("forbid, active run shut down but not finished: still blocks", {"concurrencyPolicy": "Forbid"},
+     active_status(PREVIOUS_HOUR), JUST_AFTER_THE_HOUR, SERVICE_UP,
+     (replace(running(PREVIOUS_HOUR), shutdown="Terminate"),), None, SkipReason.FORBID, ()),
+    ("replace, active run already shut down: not terminated again", {"concurrencyPolicy": "Replace"},
+     active_status(PREVIOUS_HOUR), JUST_AFTER_THE_HOUR, SERVICE_UP,
+     (replace(running(PREVIOUS_HOUR), shutdown="Terminate"),), TOP_OF_HOUR, None, ()),
+    ("suspended through 10:00, resumed at 10:10, no deadline: nothing late", {},
+     CronStatus(last_scheduled_time=PREVIOUS_HOUR, last_decided_time=TOP_OF_HOUR), TEN_PAST, SERVICE_UP, (), None,
+     None, ()),
+    ("suspended through 10:00, resumed at 10:10, deadline 15 min: late run", {"startingDeadlineSeconds": 900},
+     CronStatus(last_scheduled_time=PREVIOUS_HOUR, last_decided_time=TOP_OF_HOUR, blocked_scheduled_time=TOP_OF_HOUR),
+     TEN_PAST, SERVICE_UP, (), TOP_OF_HOUR, None, ()),
     ("never ran, created after the tick, just started", {"startingDeadlineSeconds": 3600}, CronStatus(),
      TEN_PAST, None, (), TOP_OF_HOUR, None, ()),
 ]
@@ -174,8 +204,7 @@ def test_restart_after_three_hour_outage_runs_exactly_one_catch_up_within_deadli
     assert first.run == datetime(2026, 1, 5, 9, 0, tzinfo=UTC) and first.catch_up and first.missed == 3
     status = apply_created(status, spec=spec, scheduled_time=first.run, workflow=build_workflow(
         make()[0], first.run))
-    second = plan(spec, status, now=restart + timedelta(seconds=1), created=CREATED, observed_since=restart,
-                  decided_through=first.decided_through)
+    second = plan(spec, status, now=restart + timedelta(seconds=1), created=CREATED, observed_since=restart)
     assert second.run is None and second.skip is None and second.next_wakeup == TOP_OF_HOUR
 
 
@@ -207,7 +236,8 @@ def test_when_false_skips_and_leaves_last_scheduled_time():
     status = CronStatus(last_scheduled_time=PREVIOUS_HOUR, failed=1)
     result = plan(spec, status, now=JUST_AFTER_THE_HOUR, created=CREATED, observed_since=SERVICE_UP)
     assert result.run is None and result.skip.reason is SkipReason.WHEN
-    assert result.decided_through == TOP_OF_HOUR  # the runner stores this, not lastScheduledTime
+    assert result.decided_through == TOP_OF_HOUR  # status.lastDecidedTime, not lastScheduledTime
+    assert apply_plan(status, result, spec=spec).last_decided_time == TOP_OF_HOUR
 
 
 def test_when_evaluation_error_is_a_submission_error_counted_as_failed():
@@ -245,18 +275,34 @@ def test_resume_after_stop():
                 observed_since=SERVICE_UP).run == TOP_OF_HOUR
 
 
-def test_suspend_then_resume_runs_next_on_time_tick_only():
-    _, suspended = make(suspend=True)
-    _, resumed = make(suspend=False)
+@pytest.mark.parametrize("deadline, late", [(None, None), (900, TOP_OF_HOUR), (300, None)],
+                         ids=["no deadline: next on-time tick only", "deadline covers 10:00: it runs at 10:10",
+                              "deadline passed: dropped"])
+def test_suspend_then_resume(deadline, late):
+    extra = {} if deadline is None else {"startingDeadlineSeconds": deadline}
+    _, suspended = make(suspend=True, **extra)
+    _, resumed = make(suspend=False, **extra)
     status = CronStatus(last_scheduled_time=PREVIOUS_HOUR)
     skipped = plan(suspended, status, now=JUST_AFTER_THE_HOUR, created=CREATED, observed_since=SERVICE_UP)
     assert skipped.skip.reason is SkipReason.SUSPENDED
-    after = plan(resumed, status, now=TEN_PAST, created=CREATED, observed_since=SERVICE_UP,
-                 decided_through=skipped.decided_through)
-    assert after.run is None and after.skip is None
-    at_next = plan(resumed, status, now=TOP_OF_HOUR + timedelta(hours=1), created=CREATED, observed_since=SERVICE_UP,
-                   decided_through=skipped.decided_through)
-    assert at_next.run == TOP_OF_HOUR + timedelta(hours=1)
+    status = apply_plan(status, skipped, spec=suspended)
+    assert status.blocked_scheduled_time == (TOP_OF_HOUR if deadline else None)
+    after = plan(resumed, status, now=TEN_PAST, created=CREATED, observed_since=SERVICE_UP)
+    assert after.run == late and after.catch_up is (late is not None)
+    if late is None:
+        status = apply_plan(status, after, spec=resumed)
+        at_next = plan(resumed, status, now=TOP_OF_HOUR + timedelta(hours=1), created=CREATED,
+                       observed_since=SERVICE_UP)
+        assert at_next.run == TOP_OF_HOUR + timedelta(hours=1)
+
+
+def test_stop_strategy_is_checked_when_no_time_is_due():
+    """Issue 9: a child counted as failed stops the CronWorkflow at once, not at the next scheduled time."""
+    _, spec = make(stopStrategy={"expression": "cronworkflow.failed >= 1"})
+    status, _ = reconcile_children(active_status(PREVIOUS_HOUR),
+                                   (replace(running(PREVIOUS_HOUR), phase="Failed"),))
+    result = plan(spec, status, now=PREVIOUS_HOUR + timedelta(minutes=5), created=CREATED, observed_since=SERVICE_UP)
+    assert result.stop is not None and result.run is None and result.skip is None
 
 
 def test_every_anchored_to_last_scheduled_time():
@@ -310,7 +356,8 @@ def test_status_round_trip_and_metadata():
     assert written["status"] == {"active": [{"kind": "Workflow", "apiVersion": "argoproj.io/v1alpha1",
                                              "name": "hourly-1767607200", "namespace": "etl", "uid": "w-1"}],
                                  "succeeded": 0, "failed": 0, "conditions": [],
-                                 "lastScheduledTime": "2026-01-05T10:00:00Z", "phase": "Active"}
+                                 "lastScheduledTime": "2026-01-05T10:00:00Z", "phase": "Active",
+                                 "lastDecidedTime": "2026-01-05T10:00:00Z"}
     assert written["metadata"]["annotations"][LAST_USED_SCHEDULE_ANNOTATION] == "0 * * * *"
     assert CronStatus.from_object(written) == status
     assert "status" not in obj
@@ -318,7 +365,7 @@ def test_status_round_trip_and_metadata():
 
 def drive(spec, obj, *, start, end, observed_since, finish_after=None, outcome="Succeeded"):
     """Run the engine like the runner would, with a fake `now`: returns the created scheduled times and skips."""
-    status, decided, now = CronStatus(), None, start
+    status, now = CronStatus(), start
     children: dict[str, Child] = {}
     created, skips = [], []
     while now < end:
@@ -327,8 +374,9 @@ def drive(spec, obj, *, start, end, observed_since, finish_after=None, outcome="
                 if child.phase == "Running" and now - child.scheduled_time >= finish_after:
                     children[name] = replace(child, phase=outcome, finished_at=now)
             status, _ = reconcile_children(status, children.values())
-        result = plan(spec, status, now=now, created=start, observed_since=observed_since, decided_through=decided,
+        result = plan(spec, status, now=now, created=start, observed_since=observed_since,
                       children=tuple(children.values()))
+        status = apply_plan(status, result, spec=spec)
         if result.stop is not None:
             status = apply_stopped(status, result.stop)
         if result.run is not None:
@@ -339,7 +387,6 @@ def drive(spec, obj, *, start, end, observed_since, finish_after=None, outcome="
             created.append(result.run)
         if result.skip is not None:
             skips.append((result.skip.scheduled_time, result.skip.reason))
-        decided = result.decided_through or decided
         if result.next_wakeup is None:
             break
         now = max(now, result.next_wakeup) + timedelta(milliseconds=30)
