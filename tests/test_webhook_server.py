@@ -689,6 +689,18 @@ def test_flags_override_environment_and_absent_flags_do_not():
                               {"BURSTFLOW_WEBHOOK_FAIL_CLOSED": "true"}).fail_closed is False
 
 
+def test_the_deployment_grace_period_covers_the_drain_period_and_the_requests_in_flight():
+    import yaml
+
+    [deployment] = [d for d in yaml.safe_load_all((ROOT / "manifests" / "base" / "webhook.yaml").read_text())
+                    if d and d["kind"] == "Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"] if "value" in e}
+    settings = WebhookSettings.from_env(env)
+    # A few seconds beyond both for leaving the Lease election and closing the watches after the last request.
+    assert spec["terminationGracePeriodSeconds"] >= settings.drain_period_seconds + settings.drain_timeout_seconds + 3
+
+
 def test_every_setting_has_a_reason_and_secrets_are_redacted():
     import dataclasses
 

@@ -83,9 +83,10 @@ class WebhookSettings:
         "after SIGTERM the pod leaves the Service's endpoints, but every API server only stops calling it once that "
         "removal has reached it (endpoints controller, then each API server's informer: usually 1-5 s, slower under "
         "load); until then new calls still arrive here, so keep accepting and answering them for 10 s"))
-    drain_timeout_seconds: float = field(default=20.0, metadata=_reason(
-        "after the drain period, requests in flight may finish for this long: longer than the API server's default "
-        "webhook timeout (10 s); drain period + this stays inside the pod's terminationGracePeriodSeconds (40)"))
+    drain_timeout_seconds: float = field(default=15.0, metadata=_reason(
+        "after the drain period, requests in flight may finish for this long: longer than any call an API server "
+        "still waits for (timeoutSeconds is 5 in the manifests, 10 by default); drain period + this + a few seconds "
+        "to release the Lease stay inside the pod's 30 s terminationGracePeriodSeconds"))
     fail_closed: bool = field(default=False, metadata=_reason(
         "an unexpected error of ours admits the pod unmutated (with a warning, a log line and a metric) so that one "
         "bug cannot block every workflow pod; true denies it instead, for teams that prefer no unmutated pods"))
@@ -221,7 +222,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seconds to keep accepting and answering requests after SIGTERM while /readyz fails, "
                             "so that endpoint removal reaches every API server first (default 10)")
     group.add_argument("--drain-timeout", dest="drain_timeout_seconds", type=float,
-                       help="seconds to let in-flight requests finish after the drain period (default 20)")
+                       help="seconds to let in-flight requests finish after the drain period (default 15)")
     closed = group.add_mutually_exclusive_group()
     closed.add_argument("--fail-closed", dest="fail_closed", action="store_const", const=True,
                         help="deny a pod when the webhook fails unexpectedly (default: admit it unmutated, with a "
