@@ -386,9 +386,13 @@ async def test_status_subresource_rules_and_stale_status_update_conflict(http, s
     main = {**pod, "status": {"phase": "Running"}, "metadata": {**pod["metadata"], "labels": {"l": "1"}}}
     status, body = await call(http, "PUT", path, main)
     assert status == 200 and body["status"]["phase"] == "Pending" and body["metadata"]["labels"] == {"l": "1"}
-    status_update = {**body, "status": {"phase": "Running"}, "metadata": {**body["metadata"], "labels": {}}}
+    # A pods/status write keeps the spec and ownerReferences but takes the rest of metadata, as kube-apiserver does.
+    status_update = {**body, "status": {"phase": "Running"}, "spec": {**body["spec"], "activeDeadlineSeconds": 5},
+                     "metadata": {**body["metadata"], "labels": {}, "ownerReferences": [
+                         {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "1"}]}}
     status, body = await call(http, "PUT", path + "/status", status_update)
-    assert status == 200 and body["status"]["phase"] == "Running" and body["metadata"]["labels"] == {"l": "1"}
+    assert status == 200 and body["status"]["phase"] == "Running" and body["metadata"]["labels"] == {}
+    assert "activeDeadlineSeconds" not in body["spec"] and "ownerReferences" not in body["metadata"]
     status, body = await call(http, "PUT", path + "/status", status_update)
     assert (status, body) == (409, load_api("pod-status-409-conflict.json")["body"])
     assert (await call(http, "GET", "/api/v1/namespaces/capture/configmaps/x/status"))[0] == 404

@@ -461,13 +461,19 @@ async def test_generate_name_and_dry_run(kube, namespace):
         await kube.get(CONFIGMAPS, "dry", namespace=namespace)
 
 
-async def test_status_subresource_writes_only_status_and_is_guarded(kube, namespace):
-    pod = await kube.create(PODS, _pod(namespace, name="p1"))
+async def test_status_subresource_writes_status_and_metadata_but_never_spec_and_is_guarded(kube, namespace):
+    # No scheduler serves this name, so none writes the pod between our calls on a real cluster.
+    pod = await kube.create(PODS, {**_pod(namespace, name="p1"), "spec": {
+        **_pod(namespace, name="p1")["spec"], "schedulerName": "burstflow-test-unscheduled"}})
     running = dict(pod, status={**pod["status"], "phase": "Running"})
-    running["metadata"] = dict(pod["metadata"], labels={"sneaky": "change"})
+    # Kubernetes' pod status strategy keeps the spec (and ownerReferences) but takes labels and annotations from a
+    # pods/status write (measured on kube-apiserver 1.24).
+    running["metadata"] = dict(pod["metadata"], labels={"through": "status"})
+    running["spec"] = dict(pod["spec"], activeDeadlineSeconds=5)
     stored = await kube.replace(PODS, running, subresource="status")
     assert stored["status"]["phase"] == "Running"
-    assert "sneaky" not in (stored["metadata"].get("labels") or {})
+    assert stored["metadata"]["labels"] == {"through": "status"}
+    assert stored["spec"] == pod["spec"]
     with pytest.raises(Conflict):
         await kube.replace(PODS, running, subresource="status")  # same, now stale, resourceVersion
     patched = await kube.patch(PODS, "p1", {"status": {"phase": "Succeeded"}}, namespace=namespace,

@@ -1,11 +1,12 @@
 """What kube-apiserver adds to and checks in an object around admission: pod defaults, qosClass, name rules."""
 from __future__ import annotations
 
+import json
 import random
 import re
 from typing import Any
 
-from .status import DNS1123_LABEL_MSG, DNS1123_SUBDOMAIN_MSG, cause
+from .status import DNS1123_LABEL_MSG, DNS1123_SUBDOMAIN_MSG, bad_request, cause
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -144,6 +145,42 @@ def pod_causes(pod: dict) -> list[dict]:
         seen.add(c.get("name", ""))
         if not c.get("image"):
             causes.append(cause("FieldValueRequired", f"spec.containers[{i}].image", "Required value"))
+    return causes
+
+
+_INT32 = (-(2 ** 31), 2 ** 31 - 1)
+_JSON_KINDS = {bool: "bool", str: "string", list: "array", dict: "object"}
+
+
+def lease_decode_check(lease: dict) -> None:
+    """The 400 a real server answers when a Lease's int32 fields do not decode (0.6, 1.0, "5", 2**31): Go's json
+    decoder names the value for numbers and only the kind for anything else."""
+    spec = lease.get("spec")
+    if not isinstance(spec, dict):
+        return
+    for key in ("leaseDurationSeconds", "leaseTransitions"):
+        value = spec.get(key)
+        if value is None:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and _INT32[0] <= value <= _INT32[1]:
+            continue
+        what = (f"number {json.dumps(value)}" if isinstance(value, (int, float)) and not isinstance(value, bool)
+                else _JSON_KINDS.get(type(value), "value"))
+        raise bad_request(f'Lease in version "v1" cannot be handled as a Lease: json: cannot unmarshal {what} into '
+                          f"Go struct field LeaseSpec.spec.{key} of type int32")
+
+
+def lease_causes(lease: dict) -> list[dict]:
+    """coordination/validation.ValidateLeaseSpec: a duration must be > 0, transitions >= 0."""
+    spec = lease.get("spec") or {}
+    causes = []
+    duration, transitions = spec.get("leaseDurationSeconds"), spec.get("leaseTransitions")
+    if duration is not None and duration <= 0:
+        causes.append(cause("FieldValueInvalid", "spec.leaseDurationSeconds",
+                            f"Invalid value: {duration}: must be greater than 0"))
+    if transitions is not None and transitions < 0:
+        causes.append(cause("FieldValueInvalid", "spec.leaseTransitions",
+                            f"Invalid value: {transitions}: must be greater than or equal to 0"))
     return causes
 
 

@@ -1,13 +1,14 @@
-"""CRD `openAPIV3Schema` validation with jsonschema, reported as the 422 causes kube-apiserver writes."""
+"""CRD `openAPIV3Schema` validation with jsonschema, then the schema's CEL rules, reported as the 422 causes
+kube-apiserver 1.24 writes (messages captured from a real server)."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from .rules import BLOCKING_REASONS, UNCHECKED_RULES, rule_causes
+
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
                type(None): "null"}
-UNCHECKED_RULES = ("some validation rules were not checked because the object was invalid; correct the existing "
-                   "errors to complete validation")
 
 
 def _convert(node: Any) -> Any:
@@ -53,37 +54,58 @@ class SchemaValidator:
     def __init__(self, schema: dict) -> None:
         import jsonschema  # imported here: only CRDs with a schema need it
 
+        self.schema = schema
         self._validator = jsonschema.Draft7Validator(_convert(schema))
         self.has_rules = _has_rules(schema)
 
-    def causes(self, obj: dict) -> list[dict]:
-        causes = []
-        for err in sorted(self._validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
-            path = _field(err.absolute_path)
-            if err.validator == "type":
-                expected = err.validator_value
-                expected = [t for t in expected if t != "null"] if isinstance(expected, list) else [expected]
-                actual = _type_name(err.instance)
-                causes.append({"reason": "FieldValueTypeInvalid",
-                               "message": f'Invalid value: "{actual}": {path} in body must be of type '
-                                          f'{",".join(expected)}: "{actual}"',
-                               "field": path})
-            elif err.validator == "required":
-                missing = err.message.split("'")[1] if "'" in err.message else ""
-                causes.append({"reason": "FieldValueRequired", "message": "Required value",
-                               "field": f"{path}.{missing}" if path else missing})
-            elif err.validator == "enum":
-                supported = ", ".join(json.dumps(v) for v in err.validator_value)
-                causes.append({"reason": "FieldValueNotSupported",
-                               "message": f"Unsupported value: {json.dumps(err.instance)}: supported values: "
-                                          f"{supported}",
-                               "field": path})
-            else:
-                causes.append({"reason": "FieldValueInvalid",
-                               "message": f"Invalid value: {json.dumps(err.instance)[:200]}: {path} in body "
-                                          f"{err.message}",
-                               "field": path})
-        if causes and self.has_rules:
+    def causes(self, obj: dict, old: dict | None = None) -> list[dict]:
+        """Schema errors first; the CEL rules run unless one of them is blocking (required, too long, too many,
+        wrong type), in which case one "some validation rules were not checked" cause says so, as on the server."""
+        causes = [self._cause(err) for err in sorted(self._validator.iter_errors(obj),
+                                                     key=lambda e: list(map(str, e.absolute_path)))]
+        if not self.has_rules:
+            return causes
+        if any(c["reason"] in BLOCKING_REASONS for c in causes):
             causes.append({"reason": "FieldValueInvalid", "message": f'Invalid value: "null": {UNCHECKED_RULES}',
                            "field": "<nil>"})
-        return causes
+            return causes
+        return causes + rule_causes(self.schema, obj, old)
+
+    @staticmethod
+    def _cause(err: Any) -> dict:
+        path = _field(err.absolute_path)
+        value, limit = err.instance, err.validator_value
+        if err.validator == "type":
+            expected = [t for t in limit if t != "null"] if isinstance(limit, list) else [limit]
+            actual = _type_name(value)
+            return {"reason": "FieldValueTypeInvalid",
+                    "message": f'Invalid value: "{actual}": {path} in body must be of type {",".join(expected)}: '
+                               f'"{actual}"',
+                    "field": path}
+        if err.validator == "required":
+            missing = err.message.split("'")[1] if "'" in err.message else ""
+            return {"reason": "FieldValueRequired", "message": "Required value",
+                    "field": f"{path}.{missing}" if path else missing}
+        if err.validator == "enum":
+            supported = ", ".join(json.dumps(v) for v in limit)
+            return {"reason": "FieldValueNotSupported",
+                    "message": f"Unsupported value: {json.dumps(value)}: supported values: {supported}", "field": path}
+        if err.validator == "maxLength":
+            return {"reason": "FieldValueTooLong", "message": f"Too long: may not be longer than {limit}", "field": path}
+        if err.validator in ("maxItems", "maxProperties"):
+            return {"reason": "FieldValueTooMany", "message": f"Too many: {len(value)}: must have at most {limit} items",
+                    "field": path}
+        detail = {
+            "minLength": f"should be at least {limit} chars long",
+            "minItems": f"should have at least {limit} items",
+            "minProperties": f"should have at least {limit} properties",
+            "maximum": f"should be less than or equal to {limit}",
+            "minimum": f"should be greater than or equal to {limit}",
+            "pattern": f"should match '{limit}'",
+        }.get(err.validator)
+        # kube-openapi prints the size, not the value, for the count limits.
+        shown = len(value) if err.validator in ("minItems", "minProperties") else value
+        if detail is None:
+            detail, shown = err.message, value
+        return {"reason": "FieldValueInvalid",
+                "message": f"Invalid value: {json.dumps(shown)[:200]}: {path} in body {detail}", "field": path}

@@ -22,9 +22,11 @@ from aiohttp import web
 from burstflow.clock import Clock, SystemClock
 
 from .admission import Attributes, Dispatcher
-from .defaults import crd_causes, crd_status, default_pod, metadata_causes, pod_causes, qos_class, random_suffix
+from .defaults import (crd_causes, crd_status, default_pod, lease_causes, lease_decode_check, metadata_causes,
+                       pod_causes, qos_class, random_suffix)
 from .faults import Faults, Target
 from .patch import apply_patch
+from .rules import crd_rule_causes
 from .resources import BUILTIN_GROUPS, VERSION_INFO, ResourceType, builtin_types, crd_resource_type
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .status import (ApiError, already_exists, bad_request, conflict, expired, invalid, method_not_allowed,
@@ -34,6 +36,7 @@ from .store import Store, TooOld
 log = logging.getLogger("burstflow.apisim")
 
 PODS = ("", "pods")
+LEASES = ("coordination.k8s.io", "leases")
 NAMESPACES = ("", "namespaces")
 SECRETS = ("", "secrets")
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
@@ -457,6 +460,8 @@ class ApiSim:
         for key, go_type, ok in _META_TYPES:
             if meta.get(key) is not None and not ok(meta[key]):
                 raise bad_request(_unmarshal_error(f"metadata.{key}", meta[key], go_type))
+        if rt.key == LEASES:
+            lease_decode_check(obj)
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version(version)
 
     @staticmethod
@@ -513,14 +518,19 @@ class ApiSim:
             obj.setdefault("reportingComponent", "")
             obj.setdefault("reportingInstance", "")
 
-    def _validate(self, rt: ResourceType, version: str, obj: dict, *, create: bool) -> None:
+    def _validate(self, rt: ResourceType, version: str, obj: dict, *, create: bool, old: dict | None = None
+                  ) -> None:
         causes = []
         if create:
             causes += metadata_causes(obj, label=rt.key == NAMESPACES, check_names=rt.validate_names)
         if rt.key == PODS:
             causes += pod_causes(obj)
+        elif rt.key == LEASES:
+            causes += lease_causes(obj)
         elif rt.key == CRDS:
             causes += crd_causes(obj)
+            if not causes:
+                causes += crd_rule_causes(obj)
             if not causes:
                 try:
                     crd_resource_type(obj)
@@ -528,7 +538,7 @@ class ApiSim:
                     causes.append({"reason": "FieldValueInvalid", "message": f"Invalid value: {exc}",
                                    "field": "spec.versions[0].schema.openAPIV3Schema"})
         elif rt.custom and version in rt.schemas:
-            causes += rt.schemas[version].causes(obj)
+            causes += rt.schemas[version].causes(obj, old)
         if causes:
             # events.k8s.io Events are validated as the core Event they are stored as, so errors name no group.
             group = "" if rt.key == ("events.k8s.io", "events") else rt.group
@@ -655,11 +665,36 @@ class ApiSim:
         self._check_kind(rt, version, patched)
         return await self._replace(rt, version, existing, patched, sub, q, dry_run, guarded=True)
 
+    @staticmethod
+    def _keep_system_metadata(meta: dict, old_meta: dict) -> None:
+        """BeforeUpdate: what an update cannot change is taken from the stored object."""
+        for k in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
+                  "deletionGracePeriodSeconds", "generation"):
+            if k in old_meta:
+                meta[k] = old_meta[k]
+            else:
+                meta.pop(k, None)
+
     async def _replace(self, rt: ResourceType, version: str, existing: dict, new: dict, sub: str | None, q,
                        dry_run: bool, *, guarded: bool) -> tuple[dict, list[str]]:
         """The shared tail of update and patch: subresource rules, generation, admission, validation, write."""
         old_meta = existing["metadata"]
-        if sub == "status":
+        if sub == "status" and rt.key == PODS:
+            # The pod status strategy keeps the spec and owner references and takes the rest of metadata (labels,
+            # annotations, finalizers) from the request, as a real server does (unlike custom resources).
+            status = new.get("status")
+            new = {**copy.deepcopy(existing), "metadata": new["metadata"]}
+            self._keep_system_metadata(new["metadata"], old_meta)
+            for k in ("ownerReferences",):
+                if k in old_meta:
+                    new["metadata"][k] = copy.deepcopy(old_meta[k])
+                else:
+                    new["metadata"].pop(k, None)
+            if status is None:
+                new.pop("status", None)
+            else:
+                new["status"] = status
+        elif sub == "status":
             status = new.get("status")
             new = copy.deepcopy(existing)
             if status is None:
@@ -667,13 +702,7 @@ class ApiSim:
             else:
                 new["status"] = status
         else:
-            meta = new["metadata"]
-            for k in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                      "deletionGracePeriodSeconds", "generation"):
-                if k in old_meta:
-                    meta[k] = old_meta[k]
-                else:
-                    meta.pop(k, None)
+            self._keep_system_metadata(new["metadata"], old_meta)
             if rt.status_subresource:
                 if "status" in existing:
                     new["status"] = existing["status"]
@@ -689,7 +718,7 @@ class ApiSim:
             after = {k: v for k, v in new.items() if k not in ignored | {"apiVersion"}}
             if before != after:
                 new["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
-        self._validate(rt, version, new, create=False)
+        self._validate(rt, version, new, create=False, old=existing)
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         new = self._ordered(rt, {**new, "apiVersion": existing.get("apiVersion")})
         current = self.store.get(rt.key, old_meta.get("namespace") or "", old_meta["name"])
