@@ -3,9 +3,11 @@ manifests/monitoring only by what the service needs to discover the PodMonitors.
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.test_manifests import KUBE_VERSIONS, MANIFESTS, all_of, crd_schemas, kustomize_build, validate_object
 from webhook.policy import label_key_error, label_value_error
 
@@ -77,3 +79,20 @@ def crds() -> dict:
 def test_overlay_objects_validate(overlay, version, crds):
     for obj in kustomize_build(MANIFESTS / "overlays" / overlay):
         validate_object(obj, version=version, crds=crds)
+
+
+def test_readme_example_overlay_labels_every_podmonitor(base, tmp_path):
+    """The copy-pasteable overlay in README.md ("Monitoring") renders, and only adds its label to the PodMonitors."""
+    readme = (ROOT / "README.md").read_text()
+    marker = "# my-monitoring/kustomization.yaml"
+    start = readme.index(marker)
+    block = readme[start:readme.index("```", start)]
+    shutil.copytree(MANIFESTS / "monitoring", tmp_path / "manifests" / "monitoring")
+    (tmp_path / "my-monitoring").mkdir()
+    (tmp_path / "my-monitoring" / "kustomization.yaml").write_text(block)
+    rendered = kustomize_build(tmp_path / "my-monitoring")
+    for monitor in all_of(rendered, "PodMonitor"):
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    restored = [without(o, labels=["release"]) if o["kind"] == "PodMonitor" else o for o in rendered]
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(restored, key=key) == sorted(base, key=key)
