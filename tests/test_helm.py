@@ -134,6 +134,9 @@ COMBINATIONS = {
                                                   "interval": "30s"},
                                   "grafanaDashboard": {"enabled": True,
                                                        "annotations": {"grafana_folder": "Burstflow"}}}},
+    "monitoring with Alibaba ARMS": {"monitoring": {
+        "podMonitors": {"enabled": True, "annotations": {"arms.prometheus.io/discovery": "true"},
+                        "namespace": "arms-prom"}}},
     "one replica each": {"webhook": {"replicas": 1, "podDisruptionBudget": {"enabled": False}},
                          "cron": {"replicas": 1, "podDisruptionBudget": {"enabled": False}}},
     "fail closed, own opt-in label": {"webhook": {"failurePolicy": "Fail", "timeoutSeconds": 10,
@@ -344,6 +347,16 @@ def test_monitoring_is_optional_and_labelled_for_the_prometheus_that_selects_it(
     assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Burstflow"}
 
 
+def test_pod_monitors_can_live_in_the_namespace_a_managed_prometheus_watches(rendered):
+    monitors = all_of(rendered["monitoring with Alibaba ARMS"], "PodMonitor")
+    assert len(monitors) == 2
+    for monitor in monitors:
+        assert monitor["metadata"]["namespace"] == "arms-prom"
+        assert monitor["metadata"]["annotations"] == {"arms.prometheus.io/discovery": "true"}
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert all("namespaceSelector" not in m["spec"] for m in all_of(rendered["monitoring"], "PodMonitor"))
+
+
 def test_replicas_budgets_image_names_and_log_format_are_settable(rendered):
     objects = rendered["one replica each"]
     assert [d["spec"]["replicas"] for d in all_of(objects, "Deployment")] == [1, 1]
@@ -435,7 +448,15 @@ EQUIVALENT = {
     "overlays/cert-manager": {"webhook": {"tls": {"certManager": {"enabled": True}}}},
     "overlays/older-clusters": {"webhook": {"matchConditions": {"enabled": False}}},
     "monitoring": {"monitoring": {"podMonitors": {"enabled": True}, "grafanaDashboard": {"enabled": True}}},
+    "overlays/monitoring-volcengine-vmp": {"monitoring": {
+        "podMonitors": {"enabled": True, "labels": {"volcengine.vmp": "true"}}, "grafanaDashboard": {"enabled": True}}},
+    "overlays/monitoring-alibaba-arms": {"monitoring": {
+        "podMonitors": {"enabled": True, "annotations": {"arms.prometheus.io/discovery": "true"},
+                        "namespace": "arms-prom"},
+        "grafanaDashboard": {"enabled": True}}},
 }
+# The directories with the whole base (the others hold only monitoring objects).
+WHOLE = {"overlays/self-signed", "overlays/cert-manager", "overlays/older-clusters"}
 
 
 @pytest.fixture(scope="module")
@@ -522,10 +543,10 @@ def test_the_chart_renders_exactly_what_kustomize_renders(chart, kustomized, dir
     """Every object (kinds, names, labels, RBAC rules, webhook rules, pod security, probes, args and env) is
     equal. Change manifests/base or an overlay without the chart (or the reverse) and this fails, naming the
     field: make the same change in manifests/helm/burstflow/templates."""
-    kinds = {o["kind"] for o in kustomized[directory]} if directory == "monitoring" else None
+    kinds = None if directory in WHOLE else {o["kind"] for o in kustomized[directory]}
     assert drift(kustomized[directory], render(chart, EQUIVALENT[directory]), kinds=kinds) == []
     assert {key(o) for o in kustomized[directory]} & ONLY_IN_KUSTOMIZE == (
-        ONLY_IN_KUSTOMIZE if directory.startswith("overlays/") else set())
+        ONLY_IN_KUSTOMIZE if directory in WHOLE else set())
 
 
 @pytest.mark.parametrize("change, expected", [
