@@ -165,11 +165,12 @@ async def test_the_chart_installs_mutates_upgrades_and_uninstalls(kube: Kube, ku
     pods_namespace = f"{namespace}-pods"
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": pods_namespace, "labels": {"burstflow.io/test": "true", opt_in: "enabled"}}})
+    before_1_28 = server_before_1_28(kubeconfig)
     values = {
         # The CRDs are this suite's (the burstflow_crds fixture applies manifests/base/crds): managed elsewhere.
         "crds": {"install": False},
         "webhook": {
-            "matchConditions": {"enabled": not server_before_1_28(kubeconfig)},
+            "matchConditions": {"enabled": not before_1_28},
             "clientConfig": {"url": f"https://{host}:{port}/mutate"},
             "tls": certificate_names(host),
             "optInLabel": {"key": opt_in, "value": "enabled"},
@@ -182,6 +183,12 @@ async def test_the_chart_installs_mutates_upgrades_and_uninstalls(kube: Kube, ku
     release = Release(kubeconfig, namespace, f"bfh-{run}")
     process = None
     try:
+        if before_1_28:
+            # The server would drop matchConditions silently; Helm knows its version and refuses, naming the value.
+            with_conditions = {**values, "webhook": {**values["webhook"], "matchConditions": {"enabled": True}}}
+            with pytest.raises(release.helm.HelmError, match=r"webhook.matchConditions.enabled: Kubernetes v1\.\d+"
+                                                             r"\S* does not support matchConditions"):
+                await release.install(with_conditions)
         installed = await release.install(values)
         assert (installed["status"], installed["revision"]) == ("deployed", 1)
 
