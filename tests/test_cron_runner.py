@@ -557,10 +557,10 @@ class RecordingKube(Kube):
         return await super().replace(resource, body, namespace=namespace, subresource=subresource)
 
 
-async def test_a_burst_creates_every_due_workflow_before_most_status_writes(env):
-    """The lag is create time - scheduled time: with 24 runs due at once and 4 workers, a worker that wrote each
-    status before its next create would start 20 status writes before the last create; status writes are deferred
-    behind the creates, with one let through per 4 decisions so they never starve."""
+async def test_a_burst_of_due_runs_is_created_once_each_and_every_status_records_its_run(env):
+    """24 runs due at once with 4 workers (creates go out before most status writes, see CronRunner._worker; how
+    much that lowers the lag is measured in benchmarks/, not here): each run is created exactly once and every
+    CronWorkflow's status records it, whatever the order in which the server answers and the watch delivers."""
     t0 = env.clock.now()
     names = [f"burst-{i:02d}" for i in range(24)]
     for name in names:
@@ -568,11 +568,8 @@ async def test_a_burst_creates_every_due_workflow_before_most_status_writes(env)
     svc = await env.service(kube_class=RecordingKube)  # workers=4; every CronWorkflow runs at t0
     RecordingKube.calls = []
     await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
-    calls = RecordingKube.calls
-    assert (calls.count("create"), calls.count("status")) == (24, 24)
-    last_create = max(i for i, call in enumerate(calls) if call == "create")
-    assert calls[:last_create].count("status") <= 24 // 4 + 2, calls
-    # Still exactly once, and every status records its run.
+    assert RecordingKube.calls.count("create") == 24
+    # Exactly once, and every status records its run.
     assert svc.count("burstflow_cron_runs_created_total", namespace=env.namespace) == 48
     for name in names:
         status = (await env.cron(name))["status"]
@@ -609,37 +606,46 @@ class EchoFirstKube(Kube):
         return created
 
 
-async def test_a_created_workflow_seen_on_the_watch_before_its_response_is_not_decided_again(env):
+async def test_a_created_workflow_seen_on_the_watch_before_its_response_is_recorded_once(env):
+    """The watch delivers each new Workflow before its create returns: each run is still created once, recorded in
+    its CronWorkflow's status, and nothing is reported as an error."""
     t0 = env.clock.now()
+    env.clock.set(t0 + minutes(5))  # nothing is due while the service starts, before the gateway knows its runner
     names = [f"echo-{i}" for i in range(6)]
     for name in names:
         await env.create_cron(name, every(10))
     EchoFirstKube.steal = None
     svc = await env.service(kube_class=EchoFirstKube)
     EchoFirstKube.runner = svc.runner
-    await env.settle()
-    before = svc.runner.decisions
     await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
-    assert svc.runner.decisions - before == len(names)  # one decision per due run, none for its own echo
-    assert len(await env.names()) == 2 * len(names)
+    assert await env.names() == sorted(wf_name(name, t0 + minutes(10)) for name in names)
+    assert svc.count("burstflow_cron_runs_created_total", namespace=env.namespace) == len(names)
+    for name in names:
+        cron = await env.cron(name)
+        assert cron["status"]["lastScheduledTime"] == rfc3339(t0 + minutes(10))
+        assert [ref["name"] for ref in cron["status"]["active"]] == [wf_name(name, t0 + minutes(10))]
+        assert cron["status"]["conditions"] == []
+        assert [e for e in await env.events(name) if e["type"] == "Warning"] == []
 
 
 async def test_a_workflow_seen_during_a_create_that_failed_is_still_decided_again(env):
     """An ADDED event held back while the create was in flight is only accounted for by a create that succeeded
-    or was adopted; when the create fails, the CronWorkflow is decided again as for any change to its Workflows."""
+    or was adopted; when the create fails, the CronWorkflow is decided again as for any change to its Workflows,
+    so the Workflow another client created shows up in `status.active` at once."""
     t0 = env.clock.now()
     env.clock.set(t0 + minutes(5))
     await env.create_cron("taken", every(10))
     svc = await env.service(kube_class=EchoFirstKube)
     EchoFirstKube.runner, EchoFirstKube.steal = svc.runner, env.kube
-    before = svc.runner.decisions
     try:
         await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
     finally:
         EchoFirstKube.steal = None
-    assert svc.runner.decisions - before == 2
     assert svc.count("burstflow_cron_submission_failures_total", namespace=env.namespace) == 1
     assert [e["reason"] for e in await env.events("taken")].count("SubmissionError") == 1
+    status = (await env.cron("taken"))["status"]
+    assert [ref["name"] for ref in status["active"]] == [wf_name("taken", t0 + minutes(10))]
+    assert status["failed"] == 1 and condition({"status": status}, "SubmissionError") is not None
 
 
 # ------------------------------------------------------------------------------------------------ spec errors
@@ -680,17 +686,96 @@ async def test_invalid_spec_sets_a_condition_and_event_while_others_keep_running
 # ------------------------------------------------------------------------------------------------ suspend, history
 
 
-async def test_suspend_skips_ticks_and_resume_continues_at_the_next_tick(env):
+@pytest.mark.parametrize("deadline, late", [(None, False), (600, True), (240, False)],
+                         ids=["no deadline: nothing late", "deadline 600 s covers 10:00 at 10:05: it runs late",
+                              "deadline 240 s passed at 10:05: dropped"])
+async def test_resume_runs_the_most_recent_suspended_time_within_the_deadline(env, deadline, late):
+    """Timeline (t0 = 00): run at 00; suspended at 01; 10 is skipped; resumed at 05 past 10. Kubernetes' and Argo's
+    rule: the most recent suspended time runs at once if `now - time <= startingDeadlineSeconds`."""
     t0 = env.clock.now()
-    await env.create_cron("backup", every(10))
+    await env.create_cron("backup", every(10, **({} if deadline is None else {"startingDeadlineSeconds": deadline})))
     svc = await env.service()
-    await env.settle()
+    await env.run_until(t0 + minutes(1))
     await env.update_cron("backup", lambda c: c["spec"].__setitem__("suspend", True))
     await env.run_until(t0 + minutes(15))
+    assert await env.names() == [wf_name("backup", t0)]
     assert svc.count("burstflow_cron_runs_skipped_total", reason="suspended") == 1
     await env.update_cron("backup", lambda c: c["spec"].__setitem__("suspend", False))
+    expected = [wf_name("backup", t0)] + ([wf_name("backup", t0 + minutes(10))] if late else [])
+    assert await env.names() == expected
     await env.run_until(t0 + minutes(20) + timedelta(seconds=1))
-    assert await env.names() == [wf_name("backup", t0), wf_name("backup", t0 + minutes(20))]
+    assert await env.names() == expected + [wf_name("backup", t0 + minutes(20))]
+
+
+@pytest.mark.parametrize("deadline, late", [(600, True), (None, False), (120, False)],
+                         ids=["deadline 600 s: blocked 10 runs when the 00 run ends at 13",
+                              "no deadline: never late", "deadline 120 s passed at 13: dropped"])
+async def test_forbid_blocked_time_runs_late_when_the_active_run_ends(env, deadline, late):
+    t0 = env.clock.now()
+    extra = {} if deadline is None else {"startingDeadlineSeconds": deadline}
+    await env.create_cron("etl", every(10, concurrencyPolicy="Forbid", **extra))
+    svc = await env.service()
+    await env.run_until(t0 + minutes(13))
+    assert await env.names() == [wf_name("etl", t0)]
+    assert svc.count("burstflow_cron_runs_skipped_total", reason="forbid") == 1
+    await env.finish(wf_name("etl", t0), "Succeeded")
+    expected = [wf_name("etl", t0)] + ([wf_name("etl", t0 + minutes(10))] if late else [])
+    assert await env.names() == expected
+    status = (await env.cron("etl"))["status"]
+    assert status["lastScheduledTime"] == rfc3339(t0 + minutes(10) if late else t0)
+    if late:
+        [late_run] = [w for w in await env.workflows() if w["metadata"]["name"] == expected[-1]]
+        assert late_run["metadata"]["annotations"]["workflows.argoproj.io/scheduled-time"] == rfc3339(
+            t0 + minutes(10))
+
+
+async def test_forbid_counts_a_shut_down_run_as_active_until_it_finishes(env):
+    t0 = env.clock.now()
+    await env.create_cron("etl", every(10, concurrencyPolicy="Forbid"))
+    await env.service()
+    await env.run_until(t0 + minutes(5))
+    await env.kube.patch(WORKFLOWS, wf_name("etl", t0), {"spec": {"shutdown": "Stop"}}, namespace=env.namespace)
+    await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    assert await env.names() == [wf_name("etl", t0)]
+    await env.finish(wf_name("etl", t0), "Failed")
+    await env.run_until(t0 + minutes(20) + timedelta(seconds=1))
+    assert await env.names() == [wf_name("etl", t0), wf_name("etl", t0 + minutes(20))]
+
+
+async def test_stop_strategy_stops_as_soon_as_a_child_fails(env):
+    """Issue 9: counted failure -> Stopped, label, condition and Event at once, not at the next scheduled time."""
+    t0 = env.clock.now()
+    await env.create_cron("flaky", {"schedules": ["0 * * * *"], "workflowSpec": WORKFLOW_SPEC,
+                                    "stopStrategy": {"expression": "cronworkflow.failed >= 1"}})
+    await env.service()
+    await env.run_until(t0 + minutes(5))
+    await env.finish(wf_name("flaky", t0), "Failed")
+    assert env.clock.now() == t0 + minutes(5)
+    cron = await env.cron("flaky")
+    assert (cron["status"]["phase"], cron["status"]["failed"]) == ("Stopped", 1)
+    assert cron["metadata"]["labels"]["cronworkflows.argoproj.io/completed"] == "true"
+    assert "cronworkflow.failed >= 1" in condition(cron, "Completed")["message"]
+    assert [e["reason"] for e in await env.events("flaky")].count("Stopped") == 1
+
+
+async def test_runaway_when_is_a_when_error_and_others_keep_running(env):
+    """Issue 12 item 9: a `when` over the CEL iteration budget is reported like any `when` error (SubmissionError
+    condition, Event, metric) with a short message, and the other CronWorkflows keep their schedule."""
+    t0 = env.clock.now()
+    items = ", ".join(str(i) for i in range(200))
+    runaway = f"{{{{= [{items}].all(a, [{items}].all(b, [{items}].all(c, a + b + c >= 0))) }}}}"
+    await env.create_cron("runaway", every(10, when=runaway))
+    await env.create_cron("healthy", every(10))
+    svc = await env.service()
+    await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
+    message = ("run policy error: spec.when: iteration budget exceeded (at most 9999 comprehension iterations)")
+    cron = await env.cron("runaway")
+    assert condition(cron, "SubmissionError")["message"] == message
+    assert cron["status"]["failed"] == 2
+    assert [e["message"] for e in await env.events("runaway") if e["reason"] == "SubmissionError"] == [message] * 2
+    assert svc.count("burstflow_cron_submission_failures_total", namespace=env.namespace) == 2
+    assert await env.names("runaway") == []
+    assert await env.names("healthy") == [wf_name("healthy", t0), wf_name("healthy", t0 + minutes(10))]
 
 
 async def test_history_limits_delete_the_oldest_finished_workflows(env):
