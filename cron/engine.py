@@ -107,7 +107,9 @@ class CronStatus:
     """What the engine needs from a CronWorkflow's status and metadata.
 
     `last_used_schedule` mirrors the `cronworkflows.argoproj.io/last-used-schedule` annotation and `completed` the
-    `cronworkflows.argoproj.io/completed` label; `apply_to_object` writes all of it back.
+    `cronworkflows.argoproj.io/completed` label; `last_decided_time` and `blocked_scheduled_time` are Burstflow's
+    `status.lastDecidedTime` / `status.blockedScheduledTime` (module docstring); `apply_to_object` writes all of it
+    back.
     """
 
     last_scheduled_time: datetime | None = None
@@ -241,7 +243,8 @@ class Plan:
     (apply it with `apply_spec_error`; nothing runs). `next_wakeup` is the next instant to call `plan()` again
     (None: never, e.g. a schedule that cannot fire). `decided_through` and `blocked` are the new values of
     `status.lastDecidedTime` and `status.blockedScheduledTime`: apply them with `apply_plan` before the status
-    is written. `missed` counts scheduled times in the window that will never run (counting stops at 102).
+    is written. `missed` counts scheduled times in the window that will never run; the count stops at 102
+    (`MISSED_WARNING_THRESHOLD + 2`: only "more than 100" matters, and counting further would cost work per time).
     `record_schedule` asks to record the current schedule key (the schedule changed since the last run).
     """
 
@@ -554,7 +557,8 @@ def clear_spec_error(status: CronStatus) -> CronStatus:
 
 def apply_stopped(status: CronStatus, decision: StopDecision) -> CronStatus:
     """Phase Stopped, the `cronworkflows.argoproj.io/completed: "true"` label, and a Completed condition saying which
-    expression stopped it. Resume by removing the label and the phase (README.md, "Resuming a stopped CronWorkflow")."""
+    expression stopped it. Resume by removing the label and the phase (README.md, "Suspending and resuming (also
+    after a stop)")."""
     updated = replace(status, phase=PHASE_STOPPED, completed=True)
     return updated.with_condition(Condition(CONDITION_COMPLETED, decision.message))
 
