@@ -68,8 +68,10 @@ _META_TYPES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
 _GO_KINDS = {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object"}
 
 
-def _unmarshal_error(field: str, value: Any, go_type: str) -> str:
-    return (f"json: cannot unmarshal {_GO_KINDS.get(type(value), 'value')} into Go struct field "
+def _unmarshal_error(field: str, value: Any, go_type: str, *, kind: str = "", version: str = "v1") -> str:
+    """Go's json decoder's error, behind the prefix the server puts on a body it cannot decode into `kind`."""
+    prefix = f'{kind} in version "{version}" cannot be handled as a {kind}: ' if kind else ""
+    return (f"{prefix}json: cannot unmarshal {_GO_KINDS.get(type(value), 'value')} into Go struct field "
             f"{field} of type {go_type}")
 
 
@@ -456,10 +458,13 @@ class ApiSim:
                               f"version ({rt.api_version(version)})")
         meta = obj.get("metadata", {})
         if not isinstance(meta, dict):
-            raise bad_request(_unmarshal_error("metadata", meta, "v1.ObjectMeta"))
+            raise bad_request(_unmarshal_error(f"{rt.kind}.metadata", meta, "v1.ObjectMeta", kind=rt.kind,
+                                               version=version))
         for key, go_type, ok in _META_TYPES:
             if meta.get(key) is not None and not ok(meta[key]):
-                raise bad_request(_unmarshal_error(f"metadata.{key}", meta[key], go_type))
+                # Built-ins decode into their typed struct; custom resources decode metadata on its own.
+                where = f"ObjectMeta.{key}" if rt.custom else f"ObjectMeta.metadata.{key}"
+                raise bad_request(_unmarshal_error(where, meta[key], go_type, kind=rt.kind, version=version))
         if rt.key == LEASES:
             lease_decode_check(obj)
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version(version)

@@ -102,7 +102,8 @@ def invalid(kind: str, group: str, name: str, causes: list[dict]) -> ApiError:
 
 
 def bad_request(message: str) -> ApiError:
-    return ApiError(400, message, details={})
+    """400 BadRequest: a real server's Status for it has no `details` (captured from kube-apiserver 1.24)."""
+    return ApiError(400, message)
 
 
 def resource_not_served() -> ApiError:
