@@ -41,7 +41,29 @@ CLUSTER_ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "clusterrole
                                  namespaced=False)
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
+SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview",
+                                  namespaced=False)
 HELM_TIMEOUT = 120
+# (service, verb, resource[.group][/subresource], object name, namespace (None: all), allowed). The webhook lists its
+# two kube-system ConfigMaps with a metadata.name field selector, which is how RBAC resourceNames apply to a list.
+ACCESS = [
+    ("webhook", "list", "pods", None, None, True),
+    ("webhook", "watch", "burstprofiles.burstflow.io", None, None, True),
+    ("webhook", "update", "resourcepolicies.burstflow.io/status", None, "argo", True),
+    ("webhook", "update", "resourcepolicies.burstflow.io", None, "argo", False),
+    ("webhook", "list", "configmaps", "vci-profile", "kube-system", True),
+    ("webhook", "list", "configmaps", None, "kube-system", False),
+    ("webhook", "create", "leases.coordination.k8s.io", None, "{ns}", True),
+    ("webhook", "create", "leases.coordination.k8s.io", None, "argo", False),
+    ("webhook", "create", "pods", None, "argo", False),
+    ("webhook", "get", "secrets", None, "{ns}", False),
+    ("cron", "create", "workflows.argoproj.io", None, "argo", True),
+    ("cron", "delete", "workflows.argoproj.io", None, "argo", True),
+    ("cron", "patch", "cronworkflows.burstflow.io/status", None, "argo", True),
+    ("cron", "create", "cronworkflows.burstflow.io", None, "argo", False),
+    ("cron", "get", "secrets", None, "argo", False),
+    ("cron", "list", "pods", None, None, False),
+]
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/enforce-version": "latest"}
 
@@ -51,6 +73,23 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> dict:
                              "-o", "json"], input=stdin, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
     return json.loads(result.stdout)
+
+
+async def allowed(kube: Kube, *, user: str, verb: str, resource: str, name: str | None, namespace: str | None
+                  ) -> bool:
+    """The API server's authorization answer for a service account (a SubjectAccessReview, what
+    `kubectl auth can-i --as` asks)."""
+    resource, _, subresource = resource.partition("/")
+    plural, _, group = resource.partition(".")
+    namespace_of_user = user.split(":")[2]
+    attributes = {"verb": verb, "group": group, "resource": plural, "subresource": subresource, "name": name or "",
+                  "namespace": namespace or ""}
+    review = await kube.create(SUBJECT_ACCESS_REVIEWS, {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace_of_user}",
+                                          "system:authenticated"],
+                 "resourceAttributes": attributes}})
+    return review["status"]["allowed"]
 
 
 def workflow_pod(namespace: str, run: str) -> str:
@@ -220,6 +259,13 @@ async def test_the_chart_installs_mutates_upgrades_and_uninstalls(kube: Kube, ku
             names = {p["metadata"]["labels"].get("app.kubernetes.io/name") for p in pods}
             return len(pods) == 4 and names == {"burstflow-webhook", "burstflow-cron"}
         await until(service_pods, timeout=60, what="the ReplicaSets to create 2 webhook and 2 cron pods")
+
+        # The API server's own answer for each service account (`{ns}`: the release namespace).
+        for service, verb, resource, name, where, expected in ACCESS:
+            where = where and where.format(ns=namespace)
+            answer = await allowed(kube, user=f"system:serviceaccount:{namespace}:{fullname}-{service}", verb=verb,
+                                   resource=resource, name=name, namespace=where)
+            assert answer == expected, f"{service}: {verb} {resource} {name or ''} in {where or 'all namespaces'}"
 
         # Upgrade with changed values: the certificate and caBundle stay (lookup), the rest follows the values.
         values["webhook"].update(failurePolicy="Fail", timeoutSeconds=3)
