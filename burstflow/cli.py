@@ -5,6 +5,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from burstflow import data
+
 
 def build_parser() -> argparse.ArgumentParser:
     from cron.cli import register as register_cron
@@ -27,7 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        data.require()
         return int(args.func(args) or 0)
+    except data.MissingDataFile as exc:  # a broken install: one line naming the file, not a traceback
+        print(f"burstflow: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `burstflow mutate ... | head`

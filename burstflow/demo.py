@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import sys
 import tempfile
@@ -12,12 +13,13 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-POLICIES = ROOT / "policies"
+from burstflow import data
+
 # A copy of ../shared/fixtures/admission/pod-create-argo-workflow-pod.json (what a real kube-apiserver sent for an
 # Argo workflow pod), embedded so the demo runs from a bare clone; tests/test_demo.py checks the copy is identical.
-ARGO_POD_REVIEW = Path(__file__).resolve().parent / "demo_data" / "argo-workflow-pod-review.json"
-SEED_CRON = POLICIES / "cronworkflow-seed.yaml"
+# Like the example policies, it is package data (burstflow.data), so the installed package runs the demo too.
+ARGO_POD_REVIEW = ("demo_data", "argo-workflow-pod-review.json")
+SEED_CRON = "cronworkflow-seed.yaml"
 
 
 def heading(text: str) -> None:
@@ -36,8 +38,8 @@ async def webhook_demo() -> None:
     from webhook.settings import WebhookSettings
 
     heading("1. Admission webhook: the captured Argo workflow pod, over real HTTPS")
-    store = store_from_paths([str(POLICIES)])
-    capture = json.loads(ARGO_POD_REVIEW.read_text())
+    store = store_from_paths([str(data.path(data.EXAMPLES))])
+    capture = json.loads(data.read_text(*ARGO_POD_REVIEW))
     with tempfile.TemporaryDirectory(prefix="burstflow-demo-") as tmp:
         tls = TlsDir(Path(tmp))
         settings = WebhookSettings(cert_file=str(tls.cert_path), key_file=str(tls.key_path), bind_address="127.0.0.1",
@@ -77,7 +79,8 @@ async def pools_demo() -> None:
 def cron_preview_demo() -> None:
     from burstflow.cli import main as burstflow
 
-    argv = ["cron", "preview", str(SEED_CRON.relative_to(ROOT)), "--from", "2026-01-05T09:58:00Z", "--count", "8"]
+    argv = ["cron", "preview", os.path.relpath(data.example(SEED_CRON)), "--from", "2026-01-05T09:58:00Z",
+            "--count", "8"]
     heading("3. burstflow " + " ".join(argv) + "   (the Argo 3.6 seed example)")
     burstflow(argv)
 

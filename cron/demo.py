@@ -17,18 +17,18 @@ from typing import TextIO
 import yaml
 from prometheus_client import CollectorRegistry
 
+from burstflow import data
 from burstflow.clock import FakeClock
 from burstflow.kube import CRDS, CRON_WORKFLOWS, NAMESPACES, WORKFLOWS, Kube
 from cron.metrics import CronMetrics
 from cron.runner import CronRunner
 from cron.settings import CronSettings
 
-ROOT = Path(__file__).resolve().parent.parent
-SEED = ROOT / "policies" / "cronworkflow-seed.yaml"
-CRON_CRD = ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml"
-# Argo's minimal Workflow CRD ships with the shared fixtures; the demo only needs the resource to be served.
-ARGO_WORKFLOW_CRD = ROOT.parent / "shared" / "fixtures" / "argo-crds" / "minimal" / "workflows.yaml"
-FALLBACK_WORKFLOW_CRD = {
+# Package data (burstflow.data): the installed package reads its own CRD and example CronWorkflow.
+SEED = "cronworkflow-seed.yaml"
+CRON_CRD = "cronworkflows.burstflow.io.yaml"
+# The demo only needs Argo's Workflow resource to be served: a minimal CRD (schema-less, as Argo's "minimal" one).
+WORKFLOW_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
     "metadata": {"name": "workflows.argoproj.io"},
     "spec": {"group": "argoproj.io", "scope": "Namespaced",
@@ -52,7 +52,7 @@ class _Recorder(logging.Handler):
         self.records.append((record.getMessage(), dict(getattr(record, "fields", None) or {})))
 
 
-async def run_cron_demo(*, hours: float = 11.0, out: TextIO | None = None, seed: Path = SEED) -> dict:
+async def run_cron_demo(*, hours: float = 11.0, out: TextIO | None = None, seed: Path | None = None) -> dict:
     """Run the service on the seed CronWorkflow for `hours` of simulated time; print created and skipped runs.
 
     Returns a summary: `created` (Workflow names), `skipped` (reason -> count), `phase` and `condition` (the
@@ -61,6 +61,7 @@ async def run_cron_demo(*, hours: float = 11.0, out: TextIO | None = None, seed:
     from burstflow.apisim import ApiSim
 
     out = out or sys.stdout
+    seed = seed or data.example(SEED)
     clock = FakeClock(START)
     sim = ApiSim(clock=clock)
     await sim.start()
@@ -75,8 +76,7 @@ async def run_cron_demo(*, hours: float = 11.0, out: TextIO | None = None, seed:
         with tempfile.TemporaryDirectory() as tmp:
             kubeconfig = sim.write_kubeconfig(Path(tmp) / "kubeconfig")
             async with await Kube.connect(str(kubeconfig), clock=clock) as kube:
-                workflow_crds = _load(ARGO_WORKFLOW_CRD) if ARGO_WORKFLOW_CRD.is_file() else [FALLBACK_WORKFLOW_CRD]
-                for crd in _load(CRON_CRD) + workflow_crds:
+                for crd in _load(data.crd_text(CRON_CRD)) + [WORKFLOW_CRD]:
                     await kube.create(CRDS, crd)
                 await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
                                                "metadata": {"name": NAMESPACE}})
@@ -84,7 +84,7 @@ async def run_cron_demo(*, hours: float = 11.0, out: TextIO | None = None, seed:
                 cron["metadata"]["namespace"] = NAMESPACE
                 name = cron["metadata"]["name"]
                 await kube.create(CRON_WORKFLOWS, cron)
-                print(f"{seed.relative_to(ROOT) if seed.is_relative_to(ROOT) else seed} -> {NAMESPACE}/{name}; "
+                print(f"{seed.name} -> {NAMESPACE}/{name}; "
                       f"simulating {hours:g} h from {START:%Y-%m-%d %H:%M:%S}Z (every run ends Failed)", file=out)
                 settings = CronSettings(namespace=NAMESPACE, leader_election=False, workers=2)
                 runner = CronRunner(kube=kube, clock=clock, settings=settings,
@@ -154,6 +154,6 @@ def _print_new(records: list[tuple[str, dict]], start: int, pending: Counter, ou
     return len(records)
 
 
-def _load(path: Path) -> list[dict]:
+def _load(text: str) -> list[dict]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return [doc for doc in yaml.load_all(path.read_text(), Loader=loader) if doc]
+    return [doc for doc in yaml.load_all(text, Loader=loader) if doc]

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 
-from burstflow import demo
+from burstflow import data, demo
 from tests.conftest import FIXTURES
 
 
 def test_embedded_argo_pod_is_the_shared_capture(fixtures_dir):
     shared = json.loads((FIXTURES / "admission" / "pod-create-argo-workflow-pod.json").read_text())
-    assert json.loads(demo.ARGO_POD_REVIEW.read_text()) == shared
+    assert json.loads(data.read_text(*demo.ARGO_POD_REVIEW)) == shared
 
 
 async def test_demo_runs_every_part(capsys):

@@ -10,13 +10,12 @@ import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
 
-from burstflow import cel
+from burstflow import cel, data
 from webhook.providers import Effect, PresetError, preset
 from webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
 
@@ -24,7 +23,8 @@ GROUP = "burstflow.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "BurstProfile"
-CRD_PATH = Path(__file__).resolve().parent.parent / "manifests" / "base" / "crds" / "burstprofiles.burstflow.io.yaml"
+# Package data (burstflow/crds/, from manifests/base/crds/): the installed package reads its own copy.
+CRD_FILE = "burstprofiles.burstflow.io.yaml"
 
 CEL_VARIABLES = ("object", "namespaceObject", "request")
 TEMPLATE = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
@@ -210,8 +210,8 @@ def sort_profiles(profiles: Iterable[Profile]) -> tuple[Profile, ...]:
 
 @functools.lru_cache(maxsize=1)
 def crd() -> dict[str, Any]:
-    """The BurstProfile CustomResourceDefinition as shipped in manifests/ (the single source of the schema)."""
-    return yaml.safe_load(CRD_PATH.read_text())
+    """The BurstProfile CustomResourceDefinition as shipped in the package (manifests/base/crds/ is its source)."""
+    return yaml.safe_load(data.crd_text(CRD_FILE))
 
 
 @functools.lru_cache(maxsize=1)
@@ -220,7 +220,7 @@ def _schema() -> tuple[dict[str, Any], jsonschema.Draft7Validator]:
         if version["name"] == VERSION:
             schema = version["schema"]["openAPIV3Schema"]
             return schema, jsonschema.Draft7Validator(schema)
-    raise RuntimeError(f"{CRD_PATH} has no version {VERSION}")
+    raise RuntimeError(f"{CRD_FILE} has no version {VERSION}")
 
 
 def _format_path(parts: Iterable[Any]) -> str:

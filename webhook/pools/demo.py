@@ -13,6 +13,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from burstflow.certs import TlsDir
+from burstflow import data
 from burstflow import kube as k
 from burstflow.clock import SystemClock
 from webhook.admitter import PodAdmitter, PolicyStore
@@ -22,9 +23,9 @@ from webhook.pools.stack import PoolStack
 from webhook.server import Server
 from webhook.settings import WebhookSettings
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "manifests" / "base" / "crds" / "resourcepolicies.burstflow.io.yaml"
-EXAMPLE = ROOT / "policies" / "resourcepolicy-pools.yaml"
+# Package data (burstflow.data): the installed package reads its own CRD and example policy.
+CRD_FILE = "resourcepolicies.burstflow.io.yaml"
+EXAMPLE = "resourcepolicy-pools.yaml"
 
 
 def workflow_pod(namespace: str, labels: dict[str, str], index: int) -> dict[str, Any]:
@@ -70,10 +71,12 @@ def webhook_configuration(servers: list[Server], ca_pem: bytes, *, timeout_secon
             "metadata": {"name": "burstflow-demo"}, "webhooks": hooks}
 
 
-async def run_pool_demo(*, pods: int = 30, policy_path: Path = EXAMPLE, print_fn=print) -> dict[str, int]:
-    """Create `pods` workflow pods through a webhook on a local ApiSim; prints and returns the count per pool."""
+async def run_pool_demo(*, pods: int = 30, policy_path: Path | None = None, print_fn=print) -> dict[str, int]:
+    """Create `pods` workflow pods through a webhook on a local ApiSim; prints and returns the count per pool.
+    `policy_path` defaults to the packaged example resourcepolicy-pools.yaml."""
     from burstflow.apisim import ApiSim
 
+    policy_path = policy_path or data.example(EXAMPLE)
     policy_obj = yaml.safe_load(policy_path.read_text())
     namespace = policy_obj["metadata"]["namespace"]
     selector = policy_obj["spec"]["selector"]
@@ -83,7 +86,7 @@ async def run_pool_demo(*, pods: int = 30, policy_path: Path = EXAMPLE, print_fn
             kubeconfig = sim.write_kubeconfig(Path(tmp) / "kubeconfig")
             tls = TlsDir(Path(tmp) / "tls")
             async with await k.Kube.connect(str(kubeconfig)) as kube:
-                await kube.create(k.CRDS, yaml.safe_load(CRD.read_text()))
+                await kube.create(k.CRDS, yaml.safe_load(data.crd_text(CRD_FILE)))
                 await kube.create(k.NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
                                                  "metadata": {"name": namespace}})
                 policy = compile_resource_policy(await kube.create(k.RESOURCEPOLICIES, policy_obj))
