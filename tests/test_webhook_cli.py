@@ -229,15 +229,16 @@ def test_mutate_pod_not_selected_is_untouched_by_pools(tmp_path, capsys):
 
 
 def test_mutate_leaves_a_pod_unplaced_when_its_policy_says_so(tmp_path, capsys):
-    """vke-resourcepolicy caps each pool at 10 % of its pods: the first pod fits nowhere and is left unplaced."""
-    code, out, err = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pool_pod({"resource": "vci"})))],
-                         capsys)
+    """vke-resourcepolicy caps each pool at 10 % of its pods (Volcengine's rule: a pool takes the next pod while its
+    share so far is within the ratio): with one pod in each pool, the third fits nowhere and is left unplaced."""
+    code, out, err = run(["mutate", "-p", str(POLICIES), str(write_pod(tmp_path, pool_pod({"resource": "vci"}))),
+                          "--pool-usage", "ecs-pool=1,vci-pool=1"], capsys)
     assert code == 0, err
     metadata = yaml.safe_load(out)["metadata"]
     assert metadata["labels"] == {"resource": "vci", "burstflow.io/pool": ""}
     assert metadata["annotations"] == {"burstflow.io/resource-policy": "vke-resourcepolicy"}
-    assert "# pool: none, left unplaced (ResourcePolicy argo/vke-resourcepolicy; usage assumed: ecs-pool 0/0, " \
-           "vci-pool 0/0)\n" in err
+    assert "# pool: none, left unplaced (ResourcePolicy argo/vke-resourcepolicy; usage assumed: ecs-pool 1/1, " \
+           "vci-pool 1/1)\n" in err
 
 
 def test_mutate_reports_a_denial_with_exit_3(tmp_path, capsys):
