@@ -1,4 +1,5 @@
-"""Pure pool placement: which subset a pod goes to given the counts, and how a placement is written into the pod."""
+"""Pure pool placement: which subset a pod goes to given the counts, how a placement is written into the pod (with
+everything it needs on each pool it may spill to), and the pods that `burst-to-vci: enforce` takes away from pools."""
 from __future__ import annotations
 
 import copy
