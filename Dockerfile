@@ -10,6 +10,9 @@ COPY pyproject.toml README.md ./
 COPY burstflow/ burstflow/
 COPY webhook/ webhook/
 COPY cron/ cron/
+# Package data: burstflow/crds and burstflow/examples are symlinks to these; building the wheel copies the files in.
+COPY manifests/base/crds/ manifests/base/crds/
+COPY policies/ policies/
 # A virtualenv holding only the runtime dependencies (no test extras); the build tools stay in this stage.
 RUN python -m venv /opt/burstflow \
     && /opt/burstflow/bin/pip install --no-cache-dir /src

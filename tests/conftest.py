@@ -13,7 +13,7 @@ SHARED = Path(os.environ.get("BURSTFLOW_SHARED", ROOT.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
 POLICIES = ROOT / "policies"
 
-pytest_plugins = ["tests.kubefixtures"]
+pytest_plugins = ["tests.kubefixtures", "tests.installed"]
 
 
 def load_admission(name: str) -> dict:

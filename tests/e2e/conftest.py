@@ -1,7 +1,8 @@
 """End-to-end fixtures: the manifests' CRDs applied to a cluster, and both services running locally against it.
 
 The cluster is a real one when BURSTFLOW_E2E_KUBECONFIG names a kubeconfig, else the local ApiSim (so `make test`
-exercises the same path). The webhook runs as a real `burstflow webhook serve` process and is registered with the
+exercises the same path). Both services run as processes of the `burstflow` executable installed from the wheel
+(tests/installed.py), started outside the checkout. The webhook (`burstflow webhook serve`) is registered with the
 manifests' own MutatingWebhookConfiguration, its `clientConfig` switched to a URL: the API server must be able to
 reach that URL. On a real cluster set BURSTFLOW_E2E_WEBHOOK_HOST to this machine's address as the cluster sees it
 (e.g. the Docker bridge gateway for kind: `docker network inspect kind -f '{{(index .IPAM.Config 0).Gateway}}'`).
@@ -15,7 +16,6 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ import yaml
 from burstflow import certs
 from burstflow.kube import MUTATING_WEBHOOKS, NAMESPACES, Kube, NotFound
 from tests.conftest import ROOT
+from tests.installed import clean_env
 
 MANIFESTS = ROOT / "manifests"
 HOST_ENV = "BURSTFLOW_E2E_WEBHOOK_HOST"
@@ -79,7 +80,7 @@ async def _wait_ready(url: str, context: ssl.SSLContext | None, process: subproc
     async with aiohttp.ClientSession() as session:
         while True:
             if process.poll() is not None:
-                pytest.fail(f"{process.args[3:5]} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+                pytest.fail(f"{process.args[1:3]} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
             try:
                 async with session.get(url, ssl=context, timeout=aiohttp.ClientTimeout(total=2)) as response:
                     if response.status == 200:
@@ -105,15 +106,16 @@ async def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-async def webhook_process(kube: Kube, kubeconfig: str, kube_target, burstflow_crds, tmp_path: Path
-                          ) -> AsyncIterator[WebhookProcess]:
-    """`burstflow webhook serve` against the cluster, registered by URL with the manifests' webhook settings."""
+async def webhook_process(kube: Kube, kubeconfig: str, kube_target, burstflow_crds, installed_burstflow,
+                          tmp_path: Path) -> AsyncIterator[WebhookProcess]:
+    """`burstflow webhook serve` from the installed wheel (tests/installed.py), run outside the checkout, against
+    the cluster, registered by URL with the manifests' webhook settings."""
     host = os.environ.get(HOST_ENV, "127.0.0.1") if kube_target.real else "127.0.0.1"
     cert_dir = tmp_path / "certs"
     generated = certs.generate(cert_dir, now=datetime.now(timezone.utc), extra_names=[host])
     port, metrics_port = free_port(), free_port()
     env = {
-        **os.environ,
+        **clean_env(),
         "BURSTFLOW_WEBHOOK_CERT_FILE": str(cert_dir / "tls.crt"),
         "BURSTFLOW_WEBHOOK_KEY_FILE": str(cert_dir / "tls.key"),
         "BURSTFLOW_WEBHOOK_BIND_ADDRESS": "0.0.0.0" if host != "127.0.0.1" else "127.0.0.1",
@@ -130,7 +132,7 @@ async def webhook_process(kube: Kube, kubeconfig: str, kube_target, burstflow_cr
     }
     log = tmp_path / "webhook.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "burstflow.cli", "webhook", "serve"], env=env,
+        process = subprocess.Popen([str(installed_burstflow.exe), "webhook", "serve"], env=env, cwd=tmp_path,
                                    stdout=sink, stderr=subprocess.STDOUT)
     try:
         context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
@@ -155,12 +157,13 @@ async def webhook_process(kube: Kube, kubeconfig: str, kube_target, burstflow_cr
 
 
 @pytest.fixture
-async def cron_process(kubeconfig: str, burstflow_crds, argo_crds_minimal, namespace: str, tmp_path: Path
-                       ) -> AsyncIterator[subprocess.Popen]:
-    """`burstflow cron run` against the cluster, its Lease in the test namespace."""
+async def cron_process(kubeconfig: str, burstflow_crds, argo_crds_minimal, namespace: str, installed_burstflow,
+                       tmp_path: Path) -> AsyncIterator[subprocess.Popen]:
+    """`burstflow cron run` from the installed wheel, run outside the checkout, against the cluster, its Lease in
+    the test namespace."""
     metrics_port = free_port()
     env = {
-        **os.environ,
+        **clean_env(),
         "BURSTFLOW_CRON_KUBECONFIG": kubeconfig,
         "BURSTFLOW_CRON_METRICS_HOST": "127.0.0.1",
         "BURSTFLOW_CRON_METRICS_PORT": str(metrics_port),
@@ -169,7 +172,7 @@ async def cron_process(kubeconfig: str, burstflow_crds, argo_crds_minimal, names
     }
     log = tmp_path / "cron.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "burstflow.cli", "cron", "run"], env=env,
+        process = subprocess.Popen([str(installed_burstflow.exe), "cron", "run"], env=env, cwd=tmp_path,
                                    stdout=sink, stderr=subprocess.STDOUT)
     try:
         await _wait_ready(f"http://127.0.0.1:{metrics_port}/healthz", None, process, log)
