@@ -280,7 +280,8 @@ def test_validate_warns_that_enforce_takes_pods_away_from_a_resource_policy(caps
     code, _, err = run(["policies", "validate", str(POLICIES)], capsys)
     assert code == 0
     assert ("warning: ResourcePolicy argo/vke-resourcepolicy: pods it selects (resource=vci) are enforced onto VCI "
-            "(vke.volcengine.com/burst-to-vci: enforce) by vci-argo-jobs (if namespace argo is labelled vci=true)") in err
+            "(vke.volcengine.com/burst-to-vci: enforce) by vci-argo-jobs (if namespace argo is labelled "
+            "vci=true)") in err
 
 
 def test_mutate_explains_enforce_over_pools_and_the_seccomp_default(tmp_path, capsys):

@@ -283,7 +283,8 @@ def test_seccomp_first_profile_with_an_opinion_decides(profiles, expected):
 
 
 def test_configmap_profiles_have_no_say_on_seccomp():
-    vci_profile = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vci-profile", "namespace": "kube-system"},
+    vci_profile = {"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "vci-profile", "namespace": "kube-system"},
                    "data": {"selectors": '[{"name": "all", "namespaceSelector": {"matchLabels": {"vci": "true"}}}]'}}
     decision = run(pod(), vci_profile, profile("default", {"priority": -100}))
     assert decision.applied == ("vci-profile:all", "default")

@@ -215,7 +215,8 @@ def test_alibaba_eci_preset_errors(settings, message):
 
 
 @pytest.mark.parametrize("provider, message", [
-    ({"alibaba-eci": {"spotFallback": True}}, "spec.provider.alibaba-eci: spotFallback only applies with a spotStrategy"),
+    ({"alibaba-eci": {"spotFallback": True}},
+     "spec.provider.alibaba-eci: spotFallback only applies with a spotStrategy"),
     ({"alibaba-eci": {"scheduling": "x"}}, "spec.provider.alibaba-eci.scheduling: 'x' is not one of ['nodeAffinity', "
                                            "'burstResource']"),
 ], ids=["CRD rule: fallback without spot", "CRD enum: scheduling"])
@@ -231,7 +232,8 @@ def test_seccomp_only_example_says_what_argo_does_and_how_to_opt_out():
         assert claim in text, claim
 
 
-VCI_TOLERATION = {"key": "vci.vke.volcengine.com/node-type", "operator": "Equal", "value": "vci", "effect": "NoSchedule"}
+VCI_TOLERATION = {"key": "vci.vke.volcengine.com/node-type", "operator": "Equal", "value": "vci",
+                  "effect": "NoSchedule"}
 
 
 @pytest.mark.parametrize("mode, node_affinity", [
