@@ -303,12 +303,20 @@ async def run_live(*, live: int, args: argparse.Namespace, admin: k.Kube, kubeco
         async with aiohttp.ClientSession(connector=connector) as session:
             # Warm up with a whole burst, so every connection's TLS handshake is done before either measurement.
             await burst(session, replicas.urls, namespace, NOT_SELECTED, args.pods)
-            base_latency, _ = await burst(session, replicas.urls, namespace, NOT_SELECTED, args.pods)
-            before = replicas.ask("stats")
-            started = time.perf_counter()
-            latency, answers = await burst(session, replicas.urls, namespace, SELECTED, args.pods)
-            wall = time.perf_counter() - started
-            after = replicas.ask("stats")
+            # Alternating rounds, so a neighbour's load on this shared machine hits both sides alike. Only the first
+            # pool round is counted for writes and bytes: later rounds find the pool full and spill.
+            base_latency, latency, answers, wall = [], [], [], 0.0
+            for round_ in range(args.rounds):
+                base_latency += (await burst(session, replicas.urls, namespace, NOT_SELECTED, args.pods))[0]
+                if round_ == 0:
+                    before = replicas.ask("stats")
+                started = time.perf_counter()
+                took, answered = await burst(session, replicas.urls, namespace, SELECTED, args.pods)
+                latency += took
+                if round_ == 0:
+                    wall = time.perf_counter() - started
+                    after = replicas.ask("stats")
+                    answers = answered
         status = (await admin.get(k.RESOURCEPOLICIES, POLICY, namespace=namespace)).get("status") or {}
     finally:
         replicas.stop()
@@ -352,7 +360,7 @@ def report(figures: dict) -> None:
     print(f"    largest object written     {f['largest'] / 1024:.1f} KiB  (goal < 100 KiB)")
     print(f"    latency p50 / p99          {f['p50'] * 1000:.0f} / {f['p99'] * 1000:.0f} ms with pools, "
           f"{f['base_p50'] * 1000:.0f} / {f['base_p99'] * 1000:.0f} ms without -> p99 ratio "
-          f"{f['p99'] / f['base_p99']:.2f}  (goal <= 1.5); burst wall {f['wall']:.1f} s")
+          f"{f['p99'] / f['base_p99']:.2f}  (goal <= 1.5); first pool burst took {f['wall']:.1f} s")
     print(f"    reconciler rebuild         {f['rebuild']:.2f} s  (goal < 10 s; the API alone lists those pods in "
           f"{f['bare_list']:.2f} s)")
     print(f"    resident memory            leader (webhook + reconciler) {f['leader_rss']:.0f} MiB, other replica "
@@ -437,6 +445,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--live", default="100,100000", help="live pods before the burst, comma-separated runs")
     parser.add_argument("--pods", type=int, default=2000, help="concurrent admissions per burst")
     parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline / pool bursts for the latency")
     parser.add_argument("--kubeconfig", help="run against this cluster instead of the local API endpoint")
     return parser.parse_args(argv)
 
