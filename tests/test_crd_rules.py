@@ -230,6 +230,54 @@ def test_every_rule_of_every_crd_has_a_rejection_case(crd):
     assert messages - tested == set(), f"rules of {crd} without a case in CASES"
 
 
+@pytest.mark.parametrize("crd", ["burstprofiles", "resourcepolicies", "cronworkflows"])
+def test_every_crd_compiles_as_kube_apiserver_compiles_it(crd):
+    """Offline, the check the API server makes when the CRD is applied (rules type-checked against the schema)."""
+    from burstflow.apisim.rules import crd_rule_causes
+
+    assert crd_rule_causes(_crd(crd)) == []
+
+
+def _rule_nodes(node: Any) -> list[dict]:
+    if isinstance(node, dict):
+        own = [node] if node.get("x-kubernetes-validations") else []
+        return own + [n for v in node.values() for n in _rule_nodes(v)]
+    if isinstance(node, list):
+        return [n for v in node for n in _rule_nodes(v)]
+    return []
+
+
+def _bounded(schema: dict) -> bool:
+    kind = schema.get("type")
+    if kind == "string":
+        return "maxLength" in schema
+    if kind == "array":
+        return "maxItems" in schema
+    if kind == "object" and "additionalProperties" in schema:
+        return "maxProperties" in schema
+    return True
+
+
+@pytest.mark.parametrize("crd", ["burstprofiles", "resourcepolicies", "cronworkflows"])
+def test_every_string_list_and_map_a_rule_reads_is_bounded(crd):
+    """The server prices a rule by the sizes of what it reads: every value a rule reads (not just tests with
+    has()) declares its maxLength / maxItems / maxProperties, so the cost stays small on every version."""
+    import re
+
+    unbounded = []
+    for node in _rule_nodes(_crd(crd)):
+        fields = dict(node.get("properties") or {})
+        fields.update((node.get("items") or {}).get("properties") or {})  # what `t` in `self.all(t, ...)` reads
+        for rule in node["x-kubernetes-validations"]:
+            text = re.sub(r"has\([^)]*\)", "", rule["rule"])
+            if re.search(r"\bself\b(?!\.)", text) and not _bounded(node):
+                unbounded.append((rule["rule"], "self"))
+            for name in set(re.findall(r"\b[A-Za-z_]\w*\.(\w+)\b(?!\s*\()", text)):
+                if name in fields and not _bounded(fields[name]):
+                    unbounded.append((rule["rule"][:60], name))
+    assert unbounded == []
+
+
 def test_the_rules_replaced_by_openapi_constraints_stay_constraints():
     """`size(self)` does not compile on an object on any server version: the selector says it with minProperties."""
     spec = _crd("resourcepolicies")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
