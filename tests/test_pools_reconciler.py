@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from datetime import datetime, timezone
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from burstflow import kube as k
-from burstflow.clock import SystemClock
+from burstflow.clock import FakeClock, SystemClock
 from tests.test_pools_counting import CRD, SMALL, create_pod, policy_object
 from webhook.pools.model import compile_resource_policy
 from webhook.pools.placement import shape_pod
@@ -18,8 +19,21 @@ from webhook.pools.reconciler import NODES, PoolReconciler
 from webhook.pools.stack import PoolStack
 
 pytestmark = pytest.mark.kube
-# The shortest election periods a Lease allows (whole seconds), so the hand-over takes a second or two.
-FAST = {"lease_duration": 3, "renew_deadline": 2, "retry_period": 1}
+# client-go's election periods (whole seconds, as a Lease stores them), run on an injected clock that the test
+# steps one second at a time, so a hand-over costs no wall time.
+ELECTION = {"lease_duration": 15, "renew_deadline": 10, "retry_period": 2}
+
+
+async def stepping(clock: FakeClock, predicate, *, idle, limit: int = 120):
+    """Check `predicate`, then advance `clock` one second and let every Lease request finish (`idle`); repeat up to
+    `limit` simulated seconds. The pods, status writes and watches still run on real IO in between."""
+    for _ in range(limit):
+        value = await predicate()
+        if value:
+            return value
+        clock.advance(1)
+        await clock.settle(idle=idle)
+    raise AssertionError(f"condition not met within {limit} simulated seconds")
 
 
 async def eventually(predicate, timeout: float = 5.0):
@@ -87,10 +101,15 @@ async def test_one_leader_reconciles_and_another_takes_over(kube, namespace, ins
     await install_crds(CRD)
     policy = compile_resource_policy(await kube.create(k.RESOURCEPOLICIES, policy_object(namespace, SMALL)))
     stacks, registries = [], []
+    clock = FakeClock(datetime.now(timezone.utc))
+
+    def idle() -> bool:
+        return all(stack.leadership.elector.in_flight == 0 for stack in stacks)
+
     for name in ("replica-a", "replica-b"):
         registry = CollectorRegistry()
-        stack = PoolStack(kube=await kube_factory(), clock=SystemClock(), registry=registry, identity=name,
-                          lease_namespace=namespace, namespace=namespace, reconcile_interval=0.05, **FAST)
+        stack = PoolStack(kube=await kube_factory(), clock=clock, registry=registry, identity=name,
+                          lease_namespace=namespace, namespace=namespace, reconcile_interval=1, **ELECTION)
         stacks.append(stack)
         registries.append(registry)
     a, b = stacks
@@ -103,7 +122,7 @@ async def test_one_leader_reconciles_and_another_takes_over(kube, namespace, ins
             elector = b.leadership.elector
             return elector.attempts >= 2 and elector.observed_holder == "replica-a"
 
-        await eventually(b_saw_a_holding, timeout=10)  # b has tried, and lost, several times: not just not started yet
+        await stepping(clock, b_saw_a_holding, idle=idle)  # b has tried, and lost, several times: not just not started
         assert (a.is_leader, b.is_leader) == (True, False)
         assert (gauge(registries[0]), gauge(registries[1])) == (1.0, 0.0)
 
@@ -115,16 +134,20 @@ async def test_one_leader_reconciles_and_another_takes_over(kube, namespace, ins
             status = (await kube.get(k.RESOURCEPOLICIES, "pools", namespace=namespace)).get("status") or {}
             return status.get("subsets") and (status["subsets"][0]["running"], status["subsets"][0]["pending"]) == (1, 0)
 
-        await eventually(bound)
+        await stepping(clock, bound, idle=idle)
         await kube.delete(k.PODS, "wf-1", namespace=namespace, grace_period_seconds=0)
 
         async def freed():
             status = (await kube.get(k.RESOURCEPOLICIES, "pools", namespace=namespace)).get("status") or {}
             return status["subsets"][0]["placed"] == 0
 
-        await eventually(freed)
-        await a.stop()
-        await asyncio.wait_for(b.leadership.elector.wait_until_leader(), 5)
+        await stepping(clock, freed, idle=idle)
+        await a.stop()  # releases the Lease: b takes it at its next attempt, within 2 * 2.2 simulated seconds
+
+        async def b_leads():
+            return b.is_leader
+
+        assert await stepping(clock, b_leads, idle=idle, limit=5)
         assert gauge(registries[0]) == 0.0 and gauge(registries[1]) == 1.0
     finally:
         for stack in stacks:

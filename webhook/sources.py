@@ -222,12 +222,13 @@ class ClusterPolicySource:
         if task is None:
             task = self._reading[name] = asyncio.get_running_loop().create_task(self._get_namespace(name, now))
             task.add_done_callback(lambda _: self._reading.pop(name, None))
-        try:
-            obj = await asyncio.wait_for(asyncio.shield(task), NAMESPACE_READ_TIMEOUT_SECONDS)
-        except asyncio.TimeoutError:
+        # asyncio.wait leaves the shared read running for the other admissions when this one stops waiting.
+        done, _ = await asyncio.wait({task}, timeout=NAMESPACE_READ_TIMEOUT_SECONDS)
+        if not done:
             log.warning("reading namespace %s took longer than %g s; using the watched cache (%s)", name,
                         NAMESPACE_READ_TIMEOUT_SECONDS, "no such namespace yet" if cached is None else "as cached")
             return cached
+        obj = task.result()
         return obj if obj is not None else cached
 
     async def _get_namespace(self, name: str, now: datetime) -> Mapping[str, Any] | None:

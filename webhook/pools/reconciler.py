@@ -154,9 +154,14 @@ class PoolReconciler:
         nodes.start()
         try:
             await pods.wait_synced()
+            # asyncio.wait, not wait_for: on Python < 3.12 wait_for swallows a cancellation that arrives just as the
+            # node list does, and this loop would then outlive stop() (the elector waits for it forever).
+            synced = asyncio.ensure_future(nodes.wait_synced())
             try:
-                await asyncio.wait_for(nodes.wait_synced(), self.node_sync_timeout)
-            except asyncio.TimeoutError:
+                done, _ = await asyncio.wait({synced}, timeout=self.node_sync_timeout)
+            finally:
+                synced.cancel()
+            if not done:
                 log.warning("pool reconciler: no node list within %.0fs; counting bound pods by their pool label "
                             "until it arrives", self.node_sync_timeout)
             # The reflector's cache is keyed (namespace, name); cluster-scoped nodes have namespace "".
