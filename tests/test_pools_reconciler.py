@@ -36,6 +36,19 @@ async def stepping(clock: FakeClock, predicate, *, idle, limit: int = 120):
     raise AssertionError(f"condition not met within {limit} simulated seconds")
 
 
+async def eventually(predicate, timeout: float = 5.0):
+    """Poll `predicate` on real IO until it holds (for what the real scheduler and API server do, not for time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
 def fake_node(name: str, labels: dict[str, str], *, cpu: str = "4", taints: tuple[dict, ...] = ()) -> tuple[dict, dict]:
     """A Node and its Ready status, as ../shared/harness/fake-nodes.sh makes them: no kubelet behind it, so a real
     scheduler binds pods to it and they stay Pending with spec.nodeName set."""
