@@ -295,3 +295,21 @@ def test_the_earlier_per_pod_layout_is_read_on_upgrade():
                            "reservations": {"b": "2026-11-23T09:59:50Z"}}]}
     usage = usage_from_status(RUNS, status)
     assert (usage.running, usage.reservations) == ({"ecs": 1}, {"ecs": {"b": "2026-11-23T09:59:50Z"}})
+
+
+def test_the_reconcilers_index_follows_pod_events_as_a_full_recount_would():
+    from webhook.pools.reconciler import PodIndex
+    from webhook.pools.usage import reconcile_placements
+
+    index = PodIndex()
+    a, b, c = record("a", "ecs"), record("b", "ecs"), record("c", "vci")
+    for event in (a, b, c):
+        index.put(event)
+    index.put(b._replace(node="vk-1"))      # bound to a VCI node
+    index.put(a._replace(finished=True))    # succeeded
+    index.remove(c)                         # deleted
+    pods = [a._replace(finished=True), b._replace(node="vk-1")]
+    incremental = reconcile_placements(RUNS, Usage(), index.by_policy[("ns", "p")], now=NOW, reservation_timeout=60,
+                                       nodes=NODES)
+    assert incremental == reconcile(RUNS, Usage(), pods, now=NOW, reservation_timeout=60, nodes=NODES)
+    assert (incremental.running, set(index.by_policy[("ns", "p")].tokens)) == ({"vci": 1}, {"a", "b"})

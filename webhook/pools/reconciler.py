@@ -23,7 +23,8 @@ from burstflow.clock import Clock
 from burstflow.leader import LeaderElector
 from webhook.pools.metrics import PoolMetrics
 from webhook.pools.model import POOL_LABEL, PolicyError, ResourcePolicy, compile_resource_policy
-from webhook.pools.usage import PodRecord, pod_record, reconcile, status_from_usage, usage_from_status, with_status
+from webhook.pools.usage import (PodRecord, PolicyPods, pod_record, reconcile_placements, status_from_usage,
+                                 usage_from_status, with_status)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,44 @@ POD_PAGE_SIZE = 2000
 def node_labels(node: Mapping[str, Any]) -> dict[str, str]:
     """What counting needs of a Node: its labels."""
     return dict((node.get("metadata") or {}).get("labels") or {})
+
+
+def watched_record(pod: Mapping[str, Any]) -> PodRecord:
+    """The PodRecord of a watched pod; a pod no policy placed gets one that counts nowhere (policy "")."""
+    record = pod_record(pod)
+    if record is None:
+        metadata = pod.get("metadata") or {}
+        record = PodRecord(namespace=str(metadata.get("namespace") or ""), name=str(metadata.get("name") or ""),
+                           token="", policy="", pool="", node="", finished=True)
+    return record
+
+
+class PodIndex:
+    """The watched pods grouped per (namespace, policy), kept current event by event (a reflector's `on_event`),
+    so a reconcile pass does not walk every pod."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], PodRecord] = {}
+        self.by_policy: dict[tuple[str, str], PolicyPods] = defaultdict(PolicyPods)
+
+    def put(self, record: PodRecord) -> None:
+        key = (record.namespace, record.name)
+        old = self.records.get(key)
+        if old is not None:
+            self.by_policy[(old.namespace, old.policy)].add(old, -1)
+        self.records[key] = record
+        self.by_policy[(record.namespace, record.policy)].add(record)
+
+    def remove(self, record: PodRecord) -> None:
+        old = self.records.pop((record.namespace, record.name), None)
+        if old is not None:
+            self.by_policy[(old.namespace, old.policy)].add(old, -1)
+
+    async def on_event(self, event: k.WatchEvent) -> None:
+        if event.type == "DELETED":
+            self.remove(event.object)
+        else:
+            self.put(event.object)
 
 
 class PoolReconciler:
@@ -84,13 +123,16 @@ class PoolReconciler:
         """One pass over every policy against `pods` (a complete view of the pool-labelled pods, as PodRecords or
         pod dicts) and `nodes` (node name -> labels; default: the watched nodes); returns the number of status
         writes that succeeded. API errors are logged and left for the next pass."""
-        self.passes += 1
-        nodes = self.nodes if nodes is None else nodes
-        by_policy: dict[tuple[str, str], list[PodRecord]] = defaultdict(list)
+        index = PodIndex()
         for pod in pods:
             record = pod if isinstance(pod, PodRecord) or pod is None else pod_record(pod)
             if record is not None:
-                by_policy[(record.namespace, record.policy)].append(record)
+                index.put(record)
+        return await self.reconcile_index(index, self.nodes if nodes is None else nodes)
+
+    async def reconcile_index(self, index: PodIndex, nodes: Mapping[str, Mapping[str, str]]) -> int:
+        """One pass over every policy against `index` (complete and current); returns the successful writes."""
+        self.passes += 1
         try:
             listing = await self.kube.list(k.RESOURCEPOLICIES, namespace=self.namespace)
         except k.KubeError as error:
@@ -104,18 +146,19 @@ class PoolReconciler:
                 log.warning("pool reconciler: skipping %s", error)
                 continue
             try:
-                writes += await self._reconcile_policy(policy, obj, by_policy.get(policy.key, []), nodes)
+                writes += await self._reconcile_policy(policy, obj, index.by_policy.get(policy.key) or PolicyPods(),
+                                                       nodes)
             except k.KubeError as error:
                 log.warning("pool reconciler: %s/%s: %s", policy.namespace, policy.name, error)
         return writes
 
-    async def _reconcile_policy(self, policy: ResourcePolicy, obj: dict[str, Any], pods: list[PodRecord],
+    async def _reconcile_policy(self, policy: ResourcePolicy, obj: dict[str, Any], pods: PolicyPods,
                                 nodes: Mapping[str, Mapping[str, str]]) -> int:
         for _ in range(MAX_CONFLICT_RETRIES):
             now = self.clock.now()
             old = obj.get("status") or {}
-            usage = reconcile(policy, usage_from_status(policy, old), pods, now=now,
-                              reservation_timeout=self.reservation_timeout, nodes=nodes)
+            usage = reconcile_placements(policy, usage_from_status(policy, old), pods, now=now,
+                                         reservation_timeout=self.reservation_timeout, nodes=nodes)
             status = status_from_usage(policy, usage, now=now, previous=old)
             if self.metrics:
                 self.metrics.observe_status(policy, status)
@@ -146,8 +189,10 @@ class PoolReconciler:
         """Watch the pool-labelled pods and the nodes, and reconcile every `interval` until cancelled (the
         leader's work)."""
         started = time.perf_counter()  # a measurement for the rebuild metric, not scheduling logic
+        index = PodIndex()
         pods = k.Reflector(kube=self.kube, resource=k.PODS, namespace=self.namespace, label_selector=POOL_LABEL,
-                           clock=self.clock, transform=pod_record, page_size=POD_PAGE_SIZE)
+                           clock=self.clock, transform=watched_record, page_size=POD_PAGE_SIZE,
+                           on_event=index.on_event)
         nodes = k.Reflector(kube=self.kube, resource=NODES, clock=self.clock, transform=node_labels)
         self.nodes = {}
         pods.start()
@@ -167,7 +212,7 @@ class PoolReconciler:
             # The reflector's cache is keyed (namespace, name); cluster-scoped nodes have namespace "".
             self.nodes = _NodeLabels(nodes.cache)
             while True:
-                await self.reconcile_once(pods.cache.values())
+                await self.reconcile_index(index, self.nodes)
                 if self.rebuild_seconds is None:
                     self.rebuild_seconds = time.perf_counter() - started
                     if self.metrics:

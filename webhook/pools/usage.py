@@ -99,18 +99,23 @@ def bucket_of(policy: ResourcePolicy, record: PodRecord, nodes: Mapping[str, Map
     labels `nodes` knows, the pool whose nodeSelectorTerm matches that node — its own pool when it matches (or has
     no term), else the first matching pool in priority order, else still its own. Unplaced pods stay unplaced:
     they were admitted outside every pool. None for a label naming no subset of `policy`."""
-    if record.pool == UNPLACED_BUCKET:
+    return bucket_for(policy, record.pool, record.node, nodes)
+
+
+def bucket_for(policy: ResourcePolicy, pool: str, node: str, nodes: Mapping[str, Mapping[str, str]]) -> str | None:
+    """`bucket_of` for a pod labelled `pool` bound to `node` ("" before binding)."""
+    if pool == UNPLACED_BUCKET:
         return UNPLACED_BUCKET
-    index = policy.subset_index(record.pool)
+    index = policy.subset_index(pool)
     if index is None:
         return None
-    labels = nodes.get(record.node) if record.node else None
-    if labels is None or policy.subsets[index].matches_node(labels, record.node) is not False:
-        return record.pool
+    labels = nodes.get(node) if node else None
+    if labels is None or policy.subsets[index].matches_node(labels, node) is not False:
+        return pool
     for subset in policy.subsets:
-        if subset.matches_node(labels, record.node):
+        if subset.matches_node(labels, node):
             return subset.name
-    return record.pool
+    return pool
 
 
 def usage_from_status(policy: ResourcePolicy, status: Any) -> Usage:
@@ -196,26 +201,49 @@ def reconcile(policy: ResourcePolicy, usage: Usage, pods: Iterable[PodRecord | M
     seconds, is dropped; a pod that finished or is gone holds nothing. `pods` must be a complete, synced view (a
     list, or a reflector's cache); `usage.running` is replaced, not added to.
     """
-    nodes = nodes or {}
-    seen: set[str] = set()
-    running: dict[str, int] = {}
+    placements = PolicyPods()
     for pod in pods:
         record = pod if isinstance(pod, PodRecord) else pod_record(pod)
-        if record is None or record.policy != policy.name:
-            continue
-        if (record.namespace or policy.namespace) != policy.namespace:
-            continue
-        seen.add(record.token)
-        if record.finished:
-            continue
-        bucket = bucket_of(policy, record, nodes)
+        if record is not None and record.policy == policy.name \
+                and (record.namespace or policy.namespace) == policy.namespace:
+            placements.add(record)
+    return reconcile_placements(policy, usage, placements, now=now, reservation_timeout=reservation_timeout,
+                                nodes=nodes or {})
+
+
+@dataclass
+class PolicyPods:
+    """What counting needs of one policy's pods, kept up to date pod by pod: live pods per (pool label, node) and
+    every token seen (finished pods included). A reconcile pass then costs the number of (pool, node) pairs and
+    reservations, not the number of pods."""
+
+    live: dict[tuple[str, str], int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    def add(self, record: PodRecord, sign: int = 1) -> None:
+        self.tokens[record.token] = self.tokens.get(record.token, 0) + sign
+        if not self.tokens[record.token]:
+            del self.tokens[record.token]
+        if not record.finished:
+            where = (record.pool, record.node)
+            self.live[where] = self.live.get(where, 0) + sign
+            if not self.live[where]:
+                del self.live[where]
+
+
+def reconcile_placements(policy: ResourcePolicy, usage: Usage, pods: PolicyPods, *, now: datetime,
+                         reservation_timeout: float, nodes: Mapping[str, Mapping[str, str]]) -> Usage:
+    """`reconcile` over pods already grouped by (pool label, node)."""
+    running: dict[str, int] = {}
+    for (pool, node), count in pods.live.items():
+        bucket = bucket_for(policy, pool, node, nodes)
         if bucket is not None:
-            running[bucket] = running.get(bucket, 0) + 1
+            running[bucket] = running.get(bucket, 0) + count
     oldest = now - timedelta(seconds=reservation_timeout)
     reservations: dict[str, dict[str, str]] = {}
     for subset, slots in usage.reservations.items():
         kept = {token: at for token, at in slots.items()
-                if token not in seen and (parse_time(at) or oldest) > oldest}
+                if token not in pods.tokens and (parse_time(at) or oldest) > oldest}
         if kept:
             reservations[subset] = kept
     return Usage(reservations=reservations, running=running)
