@@ -774,7 +774,7 @@ async def test_burstflow_webhook_serve_end_to_end(tls, client):
         sys.executable, "-m", "burstflow.cli", "webhook", "serve", "--cert-file", str(tls.cert_path),
         "--key-file", str(tls.key_path), "--bind-address", "127.0.0.1", "--port", "0", "--metrics-address",
         "127.0.0.1", "--metrics-port", "0", "--policies", str(ROOT / "policies"), "--no-cluster-policies",
-        "--log-format", "json", "--drain-period", "0", cwd=ROOT, env=_child_env(), stderr=asyncio.subprocess.PIPE)
+        "--log-format", "json", "--drain-period", "600", cwd=ROOT, env=_child_env(), stderr=asyncio.subprocess.PIPE)
     try:
         logged = []
         while True:
@@ -802,7 +802,12 @@ async def test_burstflow_webhook_serve_end_to_end(tls, client):
         assert 'burstflow_webhook_admissions_total{outcome="mutated"' in text
 
         child.send_signal(signal.SIGTERM)
+        while not logged[-1]["message"].startswith("signal received: /readyz now fails"):
+            logged.append(json.loads(await asyncio.wait_for(child.stderr.readline(), 10)))
+        child.send_signal(signal.SIGINT)  # a second signal ends the (600 s) drain period early
         assert await asyncio.wait_for(child.wait(), 10) == 0
+        remaining = [json.loads(line)["message"] for line in (await child.stderr.read()).decode().splitlines()]
+        assert remaining[0].startswith("drain period over") and remaining[-1] == "webhook stopped", remaining
     finally:
         if child.returncode is None:
             child.kill()
