@@ -18,7 +18,6 @@ import functools
 import json
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from burstflow import cel
@@ -32,14 +31,25 @@ _OVER_BUDGET = ("exceeds budget by factor of more than 100x (try simplifying the
                 "maxProperties, and maxLength where arrays, maps, and strings are declared)")
 
 
-@dataclass
 class CelType:
-    """A schema node as the CEL type checker sees it: kind, message type name, fields, element type."""
+    """A schema node as the CEL type checker sees it: kind, message type name, element type, and (for a message
+    type) its declared fields, computed on first use: a rule reads a few fields of a schema that can be megabytes."""
 
-    kind: str  # object | map | list | string | bytes | int | double | bool | timestamp | duration | dyn
-    name: str = ""
-    fields: dict[str, "CelType"] = field(default_factory=dict)
-    elem: "CelType | None" = None
+    def __init__(self, kind: str, *, name: str = "", elem: CelType | None = None,
+                 schema: Mapping[str, Any] | None = None) -> None:
+        self.kind = kind  # object | map | list | string | bytes | int | double | bool | timestamp | duration | dyn
+        self.name = name
+        self.elem = elem
+        self._schema = schema or {}
+
+    @functools.cached_property
+    def fields(self) -> dict[str, CelType]:
+        fields = {}
+        for prop, sub in (self._schema.get("properties") or {}).items():
+            typed = decl_type(sub, f"{self.name}.{prop}")
+            if typed is not None:
+                fields[prop] = typed
+        return fields
 
     def describe(self) -> str:
         if self.kind == "object":
@@ -78,12 +88,7 @@ def decl_type(schema: Any, name: str, *, root: bool = False) -> CelType | None:
         if extra is not None and extra is not False:
             values = decl_type(extra, f"{name}.@elem") if isinstance(extra, Mapping) else None
             return CelType("map", elem=values) if values is not None else None
-        fields = {}
-        for prop, sub in (schema.get("properties") or {}).items():
-            typed = decl_type(sub, f"{name}.{prop}")
-            if typed is not None:
-                fields[prop] = typed
-        return CelType("object", name=name, fields=fields)
+        return CelType("object", name=name, schema=schema)
     if kind == "string":
         fmt = schema.get("format")
         return CelType({"byte": "bytes", "duration": "duration", "date": "timestamp",
@@ -324,11 +329,17 @@ def _parser() -> Any:
     return CELParser()
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(rule: str) -> Any:
+    """The parse tree of a rule (the checker only reads it, so one tree serves every CRD that has the rule)."""
+    return _parser().parse(rule)
+
+
 def compile_error(rule: str, self_type: CelType) -> tuple[str, str] | None:
     """None when `rule` compiles for `self` of this type, else (kind, detail): kind "invalid" with the server's
     "compilation failed: ERROR: ..." detail, or "cost" for an estimated cost over the limit."""
     try:
-        tree = _parser().parse(rule)
+        tree = _parse(rule)
     except Exception as exc:  # lark's syntax errors carry their position; cel-go's (ANTLR) wording is approximated
         token = getattr(exc, "token", None)
         offset = getattr(token, "start_pos", None)
