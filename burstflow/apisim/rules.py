@@ -108,8 +108,7 @@ class _Checker:
 
     MACROS_ITER = ("all", "exists", "exists_one", "map", "filter")
 
-    def __init__(self, expression: str, scope: dict[str, CelType]) -> None:
-        self.expression = expression
+    def __init__(self, scope: dict[str, CelType]) -> None:
         self.scope = scope
 
     def check(self, tree: Any) -> CelType:
@@ -313,7 +312,7 @@ def _plain_ident(tree: Any) -> str | None:
     return str(tree.children[0]) if isinstance(tree, Tree) else None
 
 
-def _caret(expression: str, offset: int) -> str:
+def _caret(expression: str, offset: int) -> tuple[str, str]:
     """cel-go's issue location: `<input>:line:col: message` plus the source line and a caret under the column."""
     before = expression[:offset]
     line = before.count("\n") + 1
@@ -352,7 +351,7 @@ def compile_error(rule: str, self_type: CelType) -> tuple[str, str] | None:
         return "invalid", f"compilation failed: ERROR: {where}: Syntax error: mismatched input '{found}'{caret}"
     scope = {"self": self_type, "oldSelf": self_type}
     try:
-        result = _Checker(rule, scope).check(tree)
+        result = _Checker(scope).check(tree)
     except _Problem as problem:
         where, caret = _caret(rule, problem.offset)
         return "invalid", f"compilation failed: ERROR: {where}: {problem.message}{caret}"
@@ -409,10 +408,11 @@ def crd_rule_causes(crd: Mapping[str, Any]) -> list[dict[str, str]]:
                 continue
             self_type = decl_type(node, f"selfType{time.time_ns() % 1_000_000_000}", root=root)
             if self_type is None:
+                preserve = str(bool(node.get("x-kubernetes-preserve-unknown-fields"))).lower()
                 causes.append({"reason": "InternalError", "field": f"{path}.x-kubernetes-validations",
                                "message": "Internal error: rule declared on schema that does not support validation "
                                           f"rules type: '{node.get('type', '')}' x-kubernetes-preserve-unknown-"
-                                          f"fields: '{str(bool(node.get('x-kubernetes-preserve-unknown-fields'))).lower()}'"})
+                                          f"fields: '{preserve}'"})
                 continue
             for i, rule in enumerate(rules):
                 text = str((rule or {}).get("rule") or "")

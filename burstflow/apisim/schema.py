@@ -89,12 +89,14 @@ class SchemaValidator:
         if err.validator == "enum":
             supported = ", ".join(json.dumps(v) for v in limit)
             return {"reason": "FieldValueNotSupported",
-                    "message": f"Unsupported value: {json.dumps(value)}: supported values: {supported}", "field": path}
-        if err.validator == "maxLength":
-            return {"reason": "FieldValueTooLong", "message": f"Too long: may not be longer than {limit}", "field": path}
-        if err.validator in ("maxItems", "maxProperties"):
-            return {"reason": "FieldValueTooMany", "message": f"Too many: {len(value)}: must have at most {limit} items",
+                    "message": f"Unsupported value: {json.dumps(value)}: supported values: {supported}",
                     "field": path}
+        if err.validator == "maxLength":
+            return {"reason": "FieldValueTooLong", "message": f"Too long: may not be longer than {limit}",
+                    "field": path}
+        if err.validator in ("maxItems", "maxProperties"):
+            return {"reason": "FieldValueTooMany",
+                    "message": f"Too many: {len(value)}: must have at most {limit} items", "field": path}
         detail = {
             "minLength": f"should be at least {limit} chars long",
             "minItems": f"should have at least {limit} items",
