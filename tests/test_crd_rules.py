@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from burstflow.cli import main as burstflow
-from burstflow.kube import BURSTPROFILES, CRDS, CRON_WORKFLOWS, RESOURCEPOLICIES, Invalid
+from burstflow.kube import BURSTPROFILES, CONFIGMAPS, CRDS, CRON_WORKFLOWS, NAMESPACES, RESOURCEPOLICIES, Invalid
 from tests.conftest import POLICIES, ROOT
 
 CRD_DIR = ROOT / "manifests" / "base" / "crds"
@@ -351,6 +351,27 @@ async def test_the_api_server_rejects_what_each_rule_rejects(kube, kube_target, 
         else:
             wrong.append((case.id, "accepted"))
     assert wrong == []
+
+
+async def test_every_example_policy_is_accepted_by_the_api_server(kube, kube_target, namespace, install_crds):
+    """A server-side dry run of every object in policies/ (namespaced ones moved to the test's namespace, profile
+    ConfigMaps kept in kube-system), as `kubectl apply --dry-run=server -f policies/` would do."""
+    for kind, name in CRD_FILES.items():
+        key = (kube_target.kubeconfig or "", kind)
+        if key not in _INSTALLED_ON:
+            await install_crds(CRD_DIR / f"{name}.burstflow.io.yaml")
+            if kube_target.real:
+                _INSTALLED_ON.add(key)
+    resources = {**RESOURCES, "ConfigMap": CONFIGMAPS, "Namespace": NAMESPACES}
+    created = []
+    for path in sorted(POLICIES.glob("*.yaml")):
+        for obj in (doc for doc in yaml.safe_load_all(path.read_text()) if doc):
+            resource = resources[obj["kind"]]
+            if resource.namespaced and obj["kind"] != "ConfigMap":
+                obj["metadata"]["namespace"] = namespace
+            stored = await kube.create(resource, obj, dry_run=True)
+            created.append(f"{path.name}: {stored['kind']}/{stored['metadata']['name']}")
+    assert len(created) == len(list(POLICIES.glob("*.yaml"))), created
 
 
 # --- CRDs whose rules do not compile --------------------------------------------------------------------------------
