@@ -50,7 +50,7 @@ from burstflow.kube import Kube  # noqa: E402
 from cron import engine  # noqa: E402
 from cron.engine import CronStatus  # noqa: E402
 from cron.metrics import CronMetrics  # noqa: E402
-from cron.runner import CronRunner  # noqa: E402
+from cron.runner import LIST_PAGE_SIZE, CronRunner  # noqa: E402
 from cron.settings import CronSettings  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -178,19 +178,36 @@ def serve_sim(conn, namespace: str, crons: int, due: int) -> None:
     asyncio.run(serve())
 
 
-async def seed_cluster(kube: Kube, namespace: str, crons: int, due: int) -> None:
-    """Create the CronWorkflows on a real cluster and write their steady-state status, 50 at a time."""
+async def seed_cluster(kube: Kube, namespace: str, crons: int, due: int) -> int:
+    """Create the CronWorkflows on a real cluster and write their steady-state status, 50 at a time. Returns how
+    many writes were retried: kube-apiserver 1.24 now and then answers 422 "internal error: runtime error: index
+    out of range" while evaluating a CRD validation rule under concurrent writes; the same write then succeeds."""
     limit = asyncio.Semaphore(50)
+    retried = 0
+
+    async def write(call, *args, **kwargs):
+        nonlocal retried
+        for attempt in range(5):
+            try:
+                return await call(*args, **kwargs)
+            except k.Invalid as error:
+                if "internal error" not in str(error) or attempt == 4:
+                    raise
+                retried += 1
 
     async def one(i: int) -> None:
         obj = cron_object(i, due, namespace)
         status = obj.pop("status")
         async with limit:
-            created = await kube.create(k.CRON_WORKFLOWS, obj, namespace=namespace)
-            await kube.replace(k.CRON_WORKFLOWS, {**created, "status": status}, namespace=namespace,
-                               subresource="status")
+            try:
+                created = await write(kube.create, k.CRON_WORKFLOWS, obj, namespace=namespace)
+            except k.AlreadyExists:  # a retried create whose first attempt was stored after all
+                created = await kube.get(k.CRON_WORKFLOWS, obj["metadata"]["name"], namespace=namespace)
+            await write(kube.replace, k.CRON_WORKFLOWS, {**created, "status": status}, namespace=namespace,
+                        subresource="status")
 
     await asyncio.gather(*(one(i) for i in range(crons)))
+    return retried
 
 
 async def install_crds(kube: Kube) -> list[str]:
@@ -242,7 +259,9 @@ async def main(args: argparse.Namespace) -> int:
             where = (f"the cluster in {kubeconfig}, namespace {namespace}"
                      + (f" (installed {', '.join(installed)})" if installed else ""))
             try:
-                await seed_cluster(admin, namespace, size, due)
+                retried = await seed_cluster(admin, namespace, size, due)
+                if retried:
+                    where += f"; {retried} seeding writes retried after a 422 internal error"
             except BaseException:
                 await admin.delete(k.NAMESPACES, namespace, propagation="Background")
                 await admin.close()
@@ -428,8 +447,9 @@ if __name__ == "__main__":
     parser.add_argument("--due", type=int, help="CronWorkflows due at 12:00 (default: a tenth of --size)")
     parser.add_argument("--kubeconfig", help="run against this cluster instead of the local API endpoint")
     parser.add_argument("--workers", type=int, default=32)
-    parser.add_argument("--page-size", type=int, default=k.DEFAULT_PAGE_SIZE,
-                        help="list page size of the service's reflectors and of the baseline list")
+    parser.add_argument("--page-size", type=int, default=LIST_PAGE_SIZE,
+                        help="list page size of the service's reflectors and of the baseline list (default: the "
+                             "service's)")
     parser.add_argument("--lead-seconds", type=float, default=5.0,
                         help="real seconds from the clock jump (after start-up) to the due minute")
     parser.add_argument("--burst-timeout", type=float, default=300.0, help="seconds to wait for every run")
