@@ -19,7 +19,7 @@ from typing import Any
 
 from burstflow import cel
 from webhook import admission
-from webhook.policy import SECTIONS, Change, PolicySet, Profile, Template, label_value_error, toleration_key
+from webhook.policy import SECTIONS, Change, PolicySet, Profile, Template, label_value_error
 from webhook.pools.placement import bypassed_policies
 from webhook.providers import VCI_BURST
 
@@ -65,16 +65,20 @@ class PodDraft:
     def _container(self, path: tuple[str, ...], factory: type) -> Any:
         node = self.pod
         owned = self._owned
-        last = len(path) - 1
-        for index, key in enumerate(path):
+        *parents, last = path
+        for key in parents:
             child = node.get(key)
             if id(child) not in owned:
-                wanted = factory if index == last else dict
-                child = wanted(child) if isinstance(child, wanted) else wanted()
+                child = dict(child) if isinstance(child, dict) else {}
                 node[key] = child
                 owned.add(id(child))
             node = child
-        return node
+        child = node.get(last)
+        if id(child) not in owned:
+            child = factory(child) if isinstance(child, factory) else factory()
+            node[last] = child
+            owned.add(id(child))
+        return child
 
     def writable_dict(self, *path: str) -> dict[str, Any]:
         """The dict at `path`, created when missing, copied on first write."""
@@ -87,7 +91,7 @@ class PodDraft:
     def get(self, *path: str | int) -> Any:
         node: Any = self.pod
         for key in path:
-            if _is_map(node):
+            if node.__class__ is dict or isinstance(node, Mapping):
                 node = node.get(key)
             elif isinstance(node, list) and isinstance(key, int) and -len(node) <= key < len(node):
                 node = node[key]
@@ -104,11 +108,13 @@ class PodDraft:
         return True
 
     def toleration_keys(self) -> list[tuple[Any, ...]]:
-        """`policy.toleration_key` of each toleration the pod has now (entries that are not objects are left out)."""
+        """`policy.toleration_key` (inlined: this runs per admission) of each toleration the pod has now (entries
+        that are not objects are left out)."""
         existing = self.get("spec", "tolerations")
         if not isinstance(existing, list):
             return []
-        return [toleration_key(t) for t in existing if _is_map(t)]
+        return [(t.get("key", ""), t.get("operator") or "Equal", t.get("value", ""), t.get("effect", ""),
+                 t.get("tolerationSeconds")) for t in existing if t.__class__ is dict or isinstance(t, Mapping)]
 
     def require_node_affinity(self, requirements: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]]) -> bool:
         """AND `requirements` (NodeSelectorRequirement dicts) into every required node-affinity term, creating one
@@ -117,8 +123,11 @@ class PodDraft:
             return False
         terms = self.get("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
                          "nodeSelectorTerms") or []
-        if not terms:
-            terms = [{}]
+        if not terms:  # the common case: no required term yet, so one new term holding copies of `requirements`
+            self.writable_dict("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"
+                               )["nodeSelectorTerms"] = [{"matchExpressions": [
+                                   dict(r, values=list(r.get("values") or ())) for r in requirements]}]
+            return True
         new_terms = []
         changed = False
         for term in terms:
@@ -383,7 +392,12 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     for profile in policies.profiles:
         if profile.workflow_pods_only and not is_workflow_pod:
             continue
-        if not profile.namespace_selector.matches(ns_labels) or not profile.object_selector.matches(pod_labels):
+        # An empty selector matches everything: skip the call (most object selectors are empty).
+        selector = profile.namespace_selector
+        if selector.requirements and not selector.matches(ns_labels):
+            continue
+        selector = profile.object_selector
+        if selector.requirements and not selector.matches(pod_labels):
             continue
         if profile.conditions and not _conditions_hold(profile, activate, warn):
             continue

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -38,17 +38,51 @@ class Selector:
     """A compiled label selector: every requirement must hold (AND), as in Kubernetes.
 
     An empty selector (`{}`) matches every label set, including an empty one.
+
+    Matching runs on every admission for every profile, so the requirements are also grouped, once, into checks
+    that run as single C-level set operations on the label map: `key = value` pairs (matchLabels and one-value
+    `In`) as one items-view inclusion, `Exists` keys as one keys-view inclusion, `DoesNotExist` keys as one
+    disjointness test; only multi-value `In` and `NotIn` are checked one by one.
     """
 
     requirements: tuple[Requirement, ...] = ()
+    _equal: dict[str, str] | None = field(init=False, repr=False, compare=False, default=None)
+    _exists: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+    _absent: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+    _rest: tuple[Requirement, ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        equal: dict[str, str] = {}
+        exists: set[str] = set()
+        absent: set[str] = set()
+        rest: list[Requirement] = []
+        for requirement in self.requirements:
+            key, operator, values = requirement.key, requirement.operator, requirement.values
+            if operator == "In" and len(values) == 1 and key not in equal:
+                (equal[key],) = values
+            elif operator == "Exists":
+                exists.add(key)
+            elif operator == "DoesNotExist":
+                absent.add(key)
+            else:
+                rest.append(requirement)
+        object.__setattr__(self, "_equal", equal or None)
+        object.__setattr__(self, "_exists", frozenset(exists))
+        object.__setattr__(self, "_absent", frozenset(absent))
+        object.__setattr__(self, "_rest", tuple(rest))
 
     def matches(self, labels: Mapping[str, str] | None) -> bool:
-        requirements = self.requirements
-        if not requirements:
+        if not self.requirements:
             return True
         if labels is None:
             labels = {}
-        for requirement in requirements:
+        if self._equal is not None and not self._equal.items() <= labels.items():
+            return False
+        if self._exists and not labels.keys() >= self._exists:
+            return False
+        if self._absent and not self._absent.isdisjoint(labels):
+            return False
+        for requirement in self._rest:
             if not requirement.matches(labels):
                 return False
         return True
