@@ -9,7 +9,7 @@ each concurrency level. Servers are measured back to back per level, so machine 
 
 Printed per level and server: admissions/s, p50/p99 latency, server CPU per admission (from /proc), and two cost
 ratios against the no-op handler: wall time per request (= no-op admissions/s / webhook admissions/s) and server
-CPU per request. Targets: ratio <= 1.2 (issue 13) and >= 1,500 admissions/s. The no-op baseline parses and encodes with the
+CPU per request. Targets: ratio <= 1.2 and >= 1,500 admissions/s. The no-op baseline parses and encodes with the
 standard library's json (as in ../shared/measured.md); our server uses the codec in webhook.admission (orjson), and
 the header says so.
 """
