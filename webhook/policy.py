@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
 
-from burstflow import cel, data
+from burstflow import cel, crdschema, data
 from webhook.providers import Effect, PresetError, preset
 from webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
 
@@ -244,28 +244,11 @@ def schema_errors(obj: Mapping[str, Any]) -> list[PolicyError]:
     if errors:
         return errors
     for check in (_unknown_fields, _cel_rules):
-        for value, node_schema, path in _nodes(obj, schema, []):
+        for value, _, node_schema, path in crdschema.walk(obj, schema):
             check(value, node_schema, path, errors)
         if errors:
             return errors
     return errors
-
-
-def _nodes(value: Any, schema: Mapping[str, Any], path: list[Any]) -> Iterator[tuple[Any, Mapping[str, Any], list[Any]]]:
-    """Every (value, its schema, its path) in `value`, pre-order, wherever the schema describes the value."""
-    yield value, schema, path
-    if isinstance(value, Mapping):
-        properties = schema.get("properties") or {}
-        extra = schema.get("additionalProperties")
-        for key, item in value.items():
-            sub = properties.get(key)
-            if sub is None and isinstance(extra, Mapping):
-                sub = extra
-            if sub is not None:
-                yield from _nodes(item, sub, path + [key])
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for index, item in enumerate(value):
-            yield from _nodes(item, schema["items"], path + [index])
 
 
 def _unknown_fields(value: Any, schema: Mapping[str, Any], path: list[Any], errors: list[PolicyError]) -> None:

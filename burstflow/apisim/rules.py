@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from burstflow import cel
+from burstflow import cel, crdschema
 
 UNCHECKED_RULES = ("some validation rules were not checked because the object was invalid; correct the existing "
                    "errors to complete validation")
@@ -457,25 +457,6 @@ def _field(path: list[Any]) -> str:
     return out or "<nil>"
 
 
-def _walk(value: Any, old: Any, schema: Any, path: list[Any]) -> Iterator[tuple[Any, Any, Mapping, list[Any]]]:
-    """(value, the old value at the same place or None, schema, path) for every value the schema describes."""
-    if value is None or not isinstance(schema, Mapping):
-        return
-    yield value, old, schema, path
-    if isinstance(value, Mapping):
-        props = schema.get("properties") or {}
-        extra = schema.get("additionalProperties")
-        for key, item in value.items():
-            sub = props.get(key)
-            if sub is None and isinstance(extra, Mapping):
-                sub = extra
-            if sub is not None:
-                yield from _walk(item, old.get(key) if isinstance(old, Mapping) else None, sub, path + [key])
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for index, item in enumerate(value):
-            yield from _walk(item, None, schema["items"], path + [index])
-
-
 def _type_name(schema: Mapping[str, Any]) -> str:
     return str(schema.get("type") or "")
 
@@ -485,7 +466,7 @@ def rule_causes(schema: Mapping[str, Any], obj: Mapping[str, Any], old: Mapping[
     """Evaluate every rule of `schema` on `obj` (transition rules only where `old` has a value at that place);
     the causes kube-apiserver reports: `Invalid value: "<schema type>": <message>` at the node's path."""
     causes: list[dict[str, str]] = []
-    for value, old_value, node, path in _walk(obj, old, schema, []):
+    for value, old_value, node, path in crdschema.walk(obj, schema, old):
         for rule in node.get("x-kubernetes-validations") or ():
             text = rule.get("rule") or ""
             transition = "oldSelf" in text
