@@ -4,8 +4,8 @@ Each server runs in its own process (a child of this script) so the load generat
 event loop; the load is an aiohttp keep-alive client on 127.0.0.1 posting the captured Argo pod AdmissionReview at
 each concurrency level. Servers are measured back to back per level, so machine noise hits both alike.
 
-    .venv/bin/python benchmarks/webhook_throughput.py                 # ~35 s
-    .venv/bin/python benchmarks/webhook_throughput.py --duration 1 --concurrency 1,16
+    .venv/bin/python benchmarks/webhook_throughput.py                 # ~2 min (3 rounds)
+    .venv/bin/python benchmarks/webhook_throughput.py --duration 1 --rounds 1 --concurrency 1,16
 
 Printed per level and server: admissions/s, p50/p99 latency, server CPU per admission (from /proc), and two cost
 ratios against the no-op handler: wall time per request (= no-op admissions/s / webhook admissions/s) and server
@@ -283,25 +283,23 @@ async def run(args: argparse.Namespace) -> int:
         for kind in children:
             print(f"  {kind:8} {SERVERS[kind]}; JSON: {_codec(kind)}")
         print()
-        header = (f"{'conns':>5}  {'server':8} {'adm/s':>8} {'p50':>10} {'p99':>10} {'cpu/adm':>10} "
+        header = (f"{'conns':>5}  {'round':>5}  {'server':8} {'adm/s':>8} {'p50':>10} {'p99':>10} {'cpu/adm':>10} "
                   f"{'ratio(wall)':>11} {'ratio(cpu)':>10} {'errors':>6}")
         print(header)
         print("-" * len(header))
-        results: dict[tuple[str, int], Result] = {}
+        # rounds[level] = one {server: Result} per round. Each round measures every server back to back, and the
+        # rounds alternate, so slow drifts of the shared machine hit every server alike; the ratios are per round.
+        rounds: dict[int, list[dict[str, Result]]] = {level: [] for level in levels}
         try:
             for level in levels:
-                for kind, child in children.items():
-                    result = await measure(child, body=body, client_ssl=client_ssl, concurrency=level,
-                                           warmup=args.warmup, duration=args.duration)
-                    results[kind, level] = result
-                    base = results["no-op", level]
-                    wall_ratio = base.rate / result.rate
-                    cpu_ratio = (f"{result.cpu_per_request / base.cpu_per_request:10.2f}"
-                                 if result.cpu_per_request and base.cpu_per_request else f"{'n/a':>10}")
-                    cpu = f"{result.cpu_per_request * 1e6:7.0f} us" if result.cpu_per_request else f"{'n/a':>10}"
-                    print(f"{level:>5}  {kind:8} {result.rate:8.0f} {_ms(result.percentile(0.5)):>10} "
-                          f"{_ms(result.percentile(0.99)):>10} {cpu:>10} {wall_ratio:11.2f} {cpu_ratio} "
-                          f"{result.errors:>6}", flush=True)
+                for number in range(1, args.rounds + 1):
+                    row: dict[str, Result] = {}
+                    for kind, child in children.items():
+                        result = await measure(child, body=body, client_ssl=client_ssl, concurrency=level,
+                                               warmup=args.warmup, duration=args.duration)
+                        row[kind] = result
+                        _print_row(level, number, args.rounds, result, row["no-op"])
+                    rounds[level].append(row)
         finally:
             for child in children.values():
                 await child.stop()
@@ -309,17 +307,27 @@ async def run(args: argparse.Namespace) -> int:
     if "webhook" not in children:
         return 1
     print()
-    worst = max(results["no-op", c].rate / results["webhook", c].rate for c in levels)
-    best_rate = max(results["webhook", c].rate for c in levels)
-    errors = sum(r.errors for r in results.values())
-    cpu_ratios = [results["webhook", c].cpu_per_request / results["no-op", c].cpu_per_request for c in levels
-                  if results["webhook", c].cpu_per_request and results["no-op", c].cpu_per_request]
-    if cpu_ratios:
-        print(f"cost ratio (server CPU per admission, worst level): {max(cpu_ratios):.2f}  target <= {TARGET_RATIO}: "
-              f"{'met' if max(cpu_ratios) <= TARGET_RATIO else 'NOT met'}")
-    print(f"cost ratio (wall, worst level): {worst:.2f}  target <= {TARGET_RATIO}: "
+    print(f"median over {args.rounds} round(s) per level (min-max):")
+    cpu_medians, wall_medians = [], []
+    for level in levels:
+        cpu = [r["webhook"].cpu_per_request / r["no-op"].cpu_per_request for r in rounds[level]
+               if r["webhook"].cpu_per_request and r["no-op"].cpu_per_request]
+        wall = [r["no-op"].rate / r["webhook"].rate for r in rounds[level]]
+        wall_medians.append(statistics.median(wall))
+        line = f"  {level:>4} conns: wall {_spread(wall)}"
+        if cpu:
+            cpu_medians.append(statistics.median(cpu))
+            line += f"; cpu {_spread(cpu)}"
+        print(line)
+    best_rate = max(statistics.median(r["webhook"].rate for r in rounds[level]) for level in levels)
+    errors = sum(result.errors for level in levels for row in rounds[level] for result in row.values())
+    if cpu_medians:
+        print(f"cost ratio (server CPU per admission, median, worst level): {max(cpu_medians):.2f}  "
+              f"target <= {TARGET_RATIO}: {'met' if max(cpu_medians) <= TARGET_RATIO else 'NOT met'}")
+    worst = max(wall_medians)
+    print(f"cost ratio (wall, median, worst level): {worst:.2f}  target <= {TARGET_RATIO}: "
           f"{'met' if worst <= TARGET_RATIO else 'NOT met'}  (the client shares the 2 cores: see README)")
-    print(f"webhook throughput (best level): {best_rate:.0f} admissions/s  target >= {TARGET_RATE:.0f}: "
+    print(f"webhook throughput (median, best level): {best_rate:.0f} admissions/s  target >= {TARGET_RATE:.0f}: "
           f"{'met' if best_rate >= TARGET_RATE else 'NOT met'}")
     if errors:
         print(f"{errors} requests failed")
@@ -328,11 +336,27 @@ async def run(args: argparse.Namespace) -> int:
     return 0 if errors == 0 else 1
 
 
+def _print_row(level: int, number: int, rounds: int, result: Result, base: Result) -> None:
+    wall_ratio = base.rate / result.rate
+    cpu_ratio = (f"{result.cpu_per_request / base.cpu_per_request:10.2f}"
+                 if result.cpu_per_request and base.cpu_per_request else f"{'n/a':>10}")
+    cpu = f"{result.cpu_per_request * 1e6:7.0f} us" if result.cpu_per_request else f"{'n/a':>10}"
+    print(f"{level:>5}  {f'{number}/{rounds}':>5}  {result.server:8} {result.rate:8.0f} "
+          f"{_ms(result.percentile(0.5)):>10} {_ms(result.percentile(0.99)):>10} {cpu:>10} {wall_ratio:11.2f} "
+          f"{cpu_ratio} {result.errors:>6}", flush=True)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per server and level")
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each measurement")
     parser.add_argument("--concurrency", default="1,16,100", help="comma-separated connection counts")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds per level; the ratios printed last are the medians over the rounds")
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
     parser.add_argument("--profile-dir", help="write a cProfile of each server process here (slows them down)")
     parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
@@ -346,9 +370,9 @@ def main() -> int:
         else:
             asyncio.run(_serve(args.serve, args.cert, args.key))
         return 0
-    if args.duration <= 0 or args.warmup < 0:
-        parser.error("--duration must be > 0 and --warmup >= 0")
-    if args.duration * len(args.concurrency.split(",")) * 3 > 120:
+    if args.duration <= 0 or args.warmup < 0 or args.rounds < 1:
+        parser.error("--duration must be > 0, --warmup >= 0 and --rounds >= 1")
+    if args.duration * len(args.concurrency.split(",")) * 3 * args.rounds > 120:
         print("note: this run will take over two minutes", file=sys.stderr)
     return asyncio.run(run(args))
 
