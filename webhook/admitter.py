@@ -81,7 +81,8 @@ class Placer(Protocol):
 class PodAdmitter:
     """Implements `webhook.admission.Admitter`. `namespaces` maps a namespace name to its labels or its Namespace
     object (a dict, a callable such as a watched cache's getter, or an async callable, awaited once per request,
-    such as `ClusterPolicySource.lookup_namespace`); None uses Namespace objects from the policy files. `services`, when given, is an async context manager run for the admitter's lifetime."""
+    such as `ClusterPolicySource.lookup_namespace`); None uses Namespace objects from the policy files. `services`,
+    when given, is an async context manager run for the admitter's lifetime."""
 
     def __init__(self, *, store: PolicyStore, namespaces: NamespaceLookup | None = None,
                  placer: Placer | None = None, logger: logging.Logger | None = None,
@@ -104,6 +105,16 @@ class PodAdmitter:
             await self.services.__aexit__(*exc_info)
 
     @property
+    def namespaces(self) -> NamespaceLookup | None:
+        return self._namespaces
+
+    @namespaces.setter
+    def namespaces(self, lookup: NamespaceLookup | None) -> None:
+        # Told apart once here, not per admission: an async lookup may read the API.
+        self._namespaces = lookup
+        self._namespaces_async = inspect.iscoroutinefunction(lookup)
+
+    @property
     def ready(self) -> bool:
         return self.store.ready
 
@@ -114,10 +125,10 @@ class PodAdmitter:
         if policies is None:
             return Outcome(admission.allowed(uid, warnings=["burstflow: policies are not loaded yet; pod admitted "
                                                             "unchanged"]), "skipped")
-        namespaces: Any = self.namespaces if self.namespaces is not None else policies.namespaces
-        if inspect.iscoroutinefunction(namespaces):  # may read the API (ClusterPolicySource.lookup_namespace)
+        namespaces: Any = self._namespaces if self._namespaces is not None else policies.namespaces
+        if self._namespaces_async:  # may read the API (ClusterPolicySource.lookup_namespace)
             name = str(request.get("namespace") or "")
-            found = await namespaces(name)
+            found = await self._namespaces(name)
             namespaces = {name: found} if found is not None else {}
         decision = decide(request, policies=policies, namespaces=namespaces)
         for warning in decision.warnings:
