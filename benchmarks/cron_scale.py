@@ -47,11 +47,11 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from burstflow import kube as k  # noqa: E402
 from burstflow.kube import Kube  # noqa: E402
-from cron import engine  # noqa: E402
-from cron.engine import CronStatus  # noqa: E402
-from cron.metrics import CronMetrics  # noqa: E402
-from cron.runner import LIST_PAGE_SIZE, CronRunner  # noqa: E402
-from cron.settings import CronSettings  # noqa: E402
+from burstflow.cron import engine  # noqa: E402
+from burstflow.cron.engine import CronStatus  # noqa: E402
+from burstflow.cron.metrics import CronMetrics  # noqa: E402
+from burstflow.cron.runner import LIST_PAGE_SIZE, CronRunner  # noqa: E402
+from burstflow.cron.settings import CronSettings  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CRON_CRD = ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml"
@@ -132,7 +132,7 @@ def load(path: Path) -> list[dict]:
 
 @lru_cache(maxsize=None)
 def schedule_key(schedules: tuple[str, ...]) -> str:
-    from cron.spec import parse_cron_workflow
+    from burstflow.cron.spec import parse_cron_workflow
 
     return parse_cron_workflow({
         "apiVersion": "burstflow.io/v1alpha1", "kind": "CronWorkflow", "metadata": {"name": "key"},

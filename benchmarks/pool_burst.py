@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from burstflow import kube as k  # noqa: E402
 from burstflow.certs import TlsDir  # noqa: E402
-from webhook.pools.demo import workflow_pod  # noqa: E402
-from webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION  # noqa: E402
-from webhook.pools.reconciler import POD_PAGE_SIZE  # noqa: E402
+from burstflow.webhook.pools.demo import workflow_pod  # noqa: E402
+from burstflow.webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION  # noqa: E402
+from burstflow.webhook.pools.reconciler import POD_PAGE_SIZE  # noqa: E402
 
 CRD = Path(__file__).resolve().parents[1] / "manifests" / "base" / "crds" / "resourcepolicies.burstflow.io.yaml"
 POLICY = "burst"
@@ -148,12 +148,12 @@ def serve_replica(conn, kubeconfig: str, namespace: str, identity: str, cert: st
     from prometheus_client import CollectorRegistry
 
     from burstflow.clock import SystemClock
-    from webhook.admitter import PodAdmitter, PolicyStore
-    from webhook.policy import PolicySet
-    from webhook.pools.model import compile_resource_policy
-    from webhook.pools.stack import PoolStack
-    from webhook.server import Server
-    from webhook.settings import WebhookSettings
+    from burstflow.webhook.admitter import PodAdmitter, PolicyStore
+    from burstflow.webhook.policy import PolicySet
+    from burstflow.webhook.pools.model import compile_resource_policy
+    from burstflow.webhook.pools.stack import PoolStack
+    from burstflow.webhook.server import Server
+    from burstflow.webhook.settings import WebhookSettings
 
     async def serve() -> None:
         kube = await k.Kube.connect(kubeconfig)

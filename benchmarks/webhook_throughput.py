@@ -48,7 +48,7 @@ def _codec(kind: str) -> str:
     """The JSON library a server parses requests and encodes answers with."""
     if kind == "no-op":
         return NOOP_CODEC
-    from webhook.admission import CODEC
+    from burstflow.webhook.admission import CODEC
 
     return CODEC
 
@@ -73,7 +73,7 @@ def _noop_app():
 def _policy_admitter():
     """PodAdmitter over the example policies, or SystemExit with the reason when that part is missing."""
     try:
-        from webhook.admitter import PodAdmitter, store_from_paths
+        from burstflow.webhook.admitter import PodAdmitter, store_from_paths
     except ImportError as exc:
         raise SystemExit(f"webhook.admitter is not available ({exc}); cannot benchmark the real webhook") from None
     if not any(POLICIES.glob("*.yaml")):
@@ -88,7 +88,7 @@ class _AllowAll:
     ready = True
 
     async def admit(self, request):
-        from webhook.admission import Outcome, allowed
+        from burstflow.webhook.admission import Outcome, allowed
 
         return Outcome(allowed(request["uid"]), "unchanged")
 
@@ -107,8 +107,8 @@ async def _serve(kind: str, cert: str, key: str) -> None:
         port = runner.addresses[0][1]
         stopper = runner.cleanup
     else:
-        from webhook.server import Server
-        from webhook.settings import WebhookSettings
+        from burstflow.webhook.server import Server
+        from burstflow.webhook.settings import WebhookSettings
 
         admitter = _AllowAll() if kind == "shell" else _policy_admitter()
         settings = WebhookSettings(cert_file=cert, key_file=key, bind_address="127.0.0.1", port=0,

@@ -9,9 +9,9 @@ from burstflow import data
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cron.cli import register as register_cron
+    from burstflow.cron.cli import register as register_cron
     from burstflow.certs import register as register_certs
-    from webhook.cli import register as register_webhook
+    from burstflow.webhook.cli import register as register_webhook
 
     parser = argparse.ArgumentParser(
         prog="burstflow",

@@ -30,12 +30,12 @@ async def webhook_demo() -> None:
     """Start the webhook on 127.0.0.1 with a fresh certificate and `policies/`, send the Argo pod through HTTPS."""
     from prometheus_client import CollectorRegistry
 
-    from webhook.admission import decode_patch
-    from webhook.admitter import PodAdmitter, store_from_paths
-    from webhook.mutate import decide
+    from burstflow.webhook.admission import decode_patch
+    from burstflow.webhook.admitter import PodAdmitter, store_from_paths
+    from burstflow.webhook.mutate import decide
     from burstflow.certs import TlsDir
-    from webhook.server import Server
-    from webhook.settings import WebhookSettings
+    from burstflow.webhook.server import Server
+    from burstflow.webhook.settings import WebhookSettings
 
     heading("1. Admission webhook: the captured Argo workflow pod, over real HTTPS")
     store = store_from_paths([str(data.path(data.EXAMPLES))])
@@ -70,7 +70,7 @@ async def webhook_demo() -> None:
 
 
 async def pools_demo() -> None:
-    from webhook.pools.demo import run_pool_demo
+    from burstflow.webhook.pools.demo import run_pool_demo
 
     heading("2. Resource pools: 30 workflow pods through the webhook on a local API endpoint")
     await run_pool_demo(pods=30)
@@ -86,7 +86,7 @@ def cron_preview_demo() -> None:
 
 
 async def cron_service_demo() -> None:
-    from cron.demo import run_cron_demo
+    from burstflow.cron.demo import run_cron_demo
 
     heading("4. Cron service: the seed CronWorkflow on a local API endpoint, in accelerated time")
     await run_cron_demo()

@@ -24,7 +24,7 @@ def register(commands) -> None:
 
     run = sub.add_parser("run", help="run the cron service (leader election, metrics on :9090)")
     try:
-        from cron.runner import add_run_arguments
+        from burstflow.cron.runner import add_run_arguments
     except ImportError:  # the runner module is optional at parse time; its handler reports the problem
         pass
     else:
@@ -33,7 +33,7 @@ def register(commands) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from cron.runner import run_command
+    from burstflow.cron.runner import run_command
 
     return run_command(args)
 
@@ -58,7 +58,7 @@ def _positive(text: str) -> int:
 
 def preview_command(args: argparse.Namespace) -> int:
     """Exit 0 with the rows; 1 with every field-path error for an invalid file; 2 for an unreadable file."""
-    from cron.preview import PreviewError, preview, render_table
+    from burstflow.cron.preview import PreviewError, preview, render_table
 
     try:
         text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()

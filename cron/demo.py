@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 from burstflow import data
 from burstflow.clock import FakeClock
 from burstflow.kube import CRDS, CRON_WORKFLOWS, NAMESPACES, WORKFLOWS, Kube
-from cron.metrics import CronMetrics
-from cron.runner import CronRunner
-from cron.settings import CronSettings
+from burstflow.cron.metrics import CronMetrics
+from burstflow.cron.runner import CronRunner
+from burstflow.cron.settings import CronSettings
 
 # Package data (burstflow.data): the installed package reads its own CRD and example CronWorkflow.
 SEED = "cronworkflow-seed.yaml"

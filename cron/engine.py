@@ -26,9 +26,9 @@ from typing import Any
 
 from burstflow.timefmt import format_time, parse_time  # noqa: F401  (re-exported for cron's modules)
 
-from cron.expressions import ExpressionError, variables
-from cron.spec import ConcurrencyPolicy, CronSpec
-from cron.workflow import workflow_name
+from burstflow.cron.expressions import ExpressionError, variables
+from burstflow.cron.spec import ConcurrencyPolicy, CronSpec
+from burstflow.cron.workflow import workflow_name
 
 WORKFLOW_API_VERSION = "argoproj.io/v1alpha1"
 CRON_LABEL = "workflows.argoproj.io/cron-workflow"

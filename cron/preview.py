@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cron.engine import CronStatus, evaluate_stop, format_time, parse_time
-from cron.expressions import ExpressionError, variables
-from cron.spec import CronSpec, parse_cron_workflow
+from burstflow.cron.engine import CronStatus, evaluate_stop, format_time, parse_time
+from burstflow.cron.expressions import ExpressionError, variables
+from burstflow.cron.spec import CronSpec, parse_cron_workflow
 
 # The service decides a tick shortly after its instant; see the module docstring.
 EVALUATION_LAG = timedelta(seconds=1)

@@ -60,12 +60,12 @@ from burstflow.kube import (
     WatchEvent,
     object_key,
 )
-from cron import engine
-from cron.engine import CRON_LABEL, SCHEDULED_TIME_ANNOTATION, Child, CronStatus, Plan
-from cron.metrics import CronMetrics
-from cron.settings import CronSettings
-from cron.spec import ParseResult, parse_cron_workflow
-from cron.workflow import build_workflow
+from burstflow.cron import engine
+from burstflow.cron.engine import CRON_LABEL, SCHEDULED_TIME_ANNOTATION, Child, CronStatus, Plan
+from burstflow.cron.metrics import CronMetrics
+from burstflow.cron.settings import CronSettings
+from burstflow.cron.spec import ParseResult, parse_cron_workflow
+from burstflow.cron.workflow import build_workflow
 
 log = logging.getLogger("burstflow.cron")
 
@@ -928,7 +928,7 @@ def _kubeconfig_path(explicit: str | None, env: Mapping[str, str]) -> str | None
 
 def run_command(args: argparse.Namespace) -> int:
     """`burstflow cron run`: serve until SIGTERM/SIGINT. Exit code 2 for bad settings or connection config."""
-    from cron.settings import SettingsError
+    from burstflow.cron.settings import SettingsError
 
     try:
         settings = CronSettings.from_env(
@@ -965,7 +965,7 @@ async def serve(settings: CronSettings, *, clock: Clock | None = None, kube: Kub
     from prometheus_client import CollectorRegistry
 
     from burstflow.kube import ConfigError
-    from cron.metrics import metrics_app, start_metrics_server
+    from burstflow.cron.metrics import metrics_app, start_metrics_server
 
     clock = clock or SystemClock()
     log.info("starting", extra={"fields": {"settings": settings.redacted()}})

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from cron.expressions import ExpressionError, StopExpression, WhenExpression, compile_stop, compile_when
-from cron.schedule import ScheduleError, ScheduleSet, load_zone, parse_schedule, split_timezone_prefix
+from burstflow.cron.expressions import ExpressionError, StopExpression, WhenExpression, compile_stop, compile_when
+from burstflow.cron.schedule import ScheduleError, ScheduleSet, load_zone, parse_schedule, split_timezone_prefix
 
 API_VERSION = "burstflow.io/v1alpha1"
 KIND = "CronWorkflow"

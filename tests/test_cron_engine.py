@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cron.engine import (
+from burstflow.cron.engine import (
     COMPLETED_LABEL,
     CONDITION_COMPLETED,
     CONDITION_SUBMISSION_ERROR,
@@ -30,8 +30,8 @@ from cron.engine import (
     plan,
     reconcile_children,
 )
-from cron.spec import parse_cron_workflow
-from cron.workflow import build_workflow, workflow_name
+from burstflow.cron.spec import parse_cron_workflow
+from burstflow.cron.workflow import build_workflow, workflow_name
 from tests.test_cron_workflow import assert_valid_workflow
 
 UTC = timezone.utc

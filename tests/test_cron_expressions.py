@@ -8,7 +8,7 @@ import re
 import pytest
 
 from burstflow.cel import available_engines
-from cron.expressions import ExpressionError, compile_stop, compile_when, translate, variables
+from burstflow.cron.expressions import ExpressionError, compile_stop, compile_when, translate, variables
 
 UTC = timezone.utc
 LAST_RUN = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from burstflow.cli import main
-from cron.preview import preview
+from burstflow.cron.preview import preview
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parent.parent

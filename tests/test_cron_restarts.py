@@ -17,9 +17,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from burstflow.kube import CRON_WORKFLOWS, NAMESPACES, WORKFLOWS, NotFound
-from cron.metrics import CronMetrics
-from cron.runner import CronRunner
-from cron.settings import CronSettings
+from burstflow.cron.metrics import CronMetrics
+from burstflow.cron.runner import CronRunner
+from burstflow.cron.settings import CronSettings
 from tests.test_cron_runner import CRON_LABEL, WORKFLOW_SPEC, Service, env  # noqa: F401  (the `env` fixture)
 
 pytestmark = pytest.mark.kube

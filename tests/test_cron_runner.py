@@ -17,9 +17,9 @@ from burstflow.clock import FakeClock
 from burstflow.kube import (
     CRDS, CRON_WORKFLOWS, EVENTS, LEASES, WORKFLOWS, AlreadyExists, Invalid, Kube, NotFound, Unavailable,
 )
-from cron.metrics import CronMetrics
-from cron.runner import CronLeaderElector, CronRunner
-from cron.settings import CronSettings
+from burstflow.cron.metrics import CronMetrics
+from burstflow.cron.runner import CronLeaderElector, CronRunner
+from burstflow.cron.settings import CronSettings
 
 pytestmark = pytest.mark.kube
 
@@ -799,7 +799,7 @@ async def test_history_limits_delete_the_oldest_finished_workflows(env):
 async def test_service_serves_metrics_and_healthz_and_takes_the_lease(env):
     import aiohttp
 
-    from cron.runner import serve
+    from burstflow.cron.runner import serve
 
     await env.create_cron("nightly", every(10))
     settings = CronSettings(namespace=env.namespace, lease_namespace=env.namespace, identity="solo",
@@ -851,7 +851,7 @@ def test_settings_from_env_reads_shared_and_own_variables():
     ({"BURSTFLOW_CRON_LOG_FORMAT": "xml"}, "BURSTFLOW_CRON_LOG_FORMAT"),
 ], ids=["not an int", "not a bool", "renew deadline above lease", "unknown log format"])
 def test_settings_errors_name_the_variable(env_vars, message):
-    from cron.settings import SettingsError
+    from burstflow.cron.settings import SettingsError
 
     with pytest.raises(SettingsError, match=message):
         CronSettings.from_env(env_vars)
@@ -869,7 +869,7 @@ def test_json_logs_carry_the_structured_fields():
     import io
     import logging
 
-    from cron.runner import configure_logging
+    from burstflow.cron.runner import configure_logging
 
     stream = io.StringIO()
     root = logging.getLogger()

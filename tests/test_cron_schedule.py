@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from croniter import croniter
 
-from cron.schedule import ScheduleError, ScheduleSet, parse_go_duration, parse_schedule
+from burstflow.cron.schedule import ScheduleError, ScheduleSet, parse_go_duration, parse_schedule
 
 UTC = timezone.utc
 NY = "America/New_York"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from burstflow.cel import Environment
-from cron.spec import ConcurrencyPolicy, parse_cron_workflow
+from burstflow.cron.spec import ConcurrencyPolicy, parse_cron_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "policies" / "cronworkflow-seed.yaml"

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from cron.workflow import build_workflow, workflow_name
+from burstflow.cron.workflow import build_workflow, workflow_name
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parent.parent

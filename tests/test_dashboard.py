@@ -16,9 +16,9 @@ TARGET_LABELS = {"job", "pod", "namespace", "instance", "container", "endpoint",
 
 def exported_families() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Every metric family the webhook, pool and cron services register: name -> (type, label names)."""
-    from cron.metrics import CronMetrics
-    from webhook.metrics import WebhookMetrics
-    from webhook.pools.metrics import PoolMetrics
+    from burstflow.cron.metrics import CronMetrics
+    from burstflow.webhook.metrics import WebhookMetrics
+    from burstflow.webhook.pools.metrics import PoolMetrics
 
     families: dict[str, tuple[str, tuple[str, ...]]] = {}
     for factory in (WebhookMetrics, PoolMetrics, CronMetrics):

@@ -89,7 +89,7 @@ def test_durations_are_whole_seconds_as_a_lease_stores_them(kube, durations, mes
      "BURSTFLOW_CRON_RENEW_DEADLINE_SECONDS 10: must be less than BURSTFLOW_CRON_LEASE_DURATION_SECONDS 10"),
 ], ids=["sub-second", "renew deadline not below the lease"])
 def test_cron_settings_refuse_durations_a_lease_cannot_hold_at_start_up(environ, message):
-    from cron.settings import CronSettings, SettingsError
+    from burstflow.cron.settings import CronSettings, SettingsError
 
     with pytest.raises(SettingsError) as info:
         CronSettings.from_env(environ)

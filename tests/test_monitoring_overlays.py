@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.test_manifests import KUBE_VERSIONS, MANIFESTS, all_of, crd_schemas, kustomize_build, validate_object
-from webhook.policy import label_key_error, label_value_error
+from burstflow.webhook.policy import label_key_error, label_value_error
 
 NAMESPACE = "burstflow-system"
 

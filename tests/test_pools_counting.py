@@ -23,15 +23,15 @@ from burstflow.clock import FakeClock, SystemClock
 from tests.conftest import load_admission
 from tests.podschema import assert_valid_pod
 from tests.tls import TlsFiles
-from webhook.admitter import PodAdmitter, PolicyStore
-from webhook.policy import PolicySet
-from webhook.pools.ledger import Ledger
-from webhook.pools.metrics import PoolMetrics
-from webhook.pools.model import POOL_LABEL, RESERVATION_ANNOTATION, compile_resource_policy
-from webhook.pools.placer import PoolPlacer
-from webhook.pools.reconciler import PoolReconciler
-from webhook.server import Server
-from webhook.settings import WebhookSettings
+from burstflow.webhook.admitter import PodAdmitter, PolicyStore
+from burstflow.webhook.policy import PolicySet
+from burstflow.webhook.pools.ledger import Ledger
+from burstflow.webhook.pools.metrics import PoolMetrics
+from burstflow.webhook.pools.model import POOL_LABEL, RESERVATION_ANNOTATION, compile_resource_policy
+from burstflow.webhook.pools.placer import PoolPlacer
+from burstflow.webhook.pools.reconciler import PoolReconciler
+from burstflow.webhook.server import Server
+from burstflow.webhook.settings import WebhookSettings
 
 pytestmark = pytest.mark.kube
 

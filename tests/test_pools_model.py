@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
-from webhook.pools.model import (DENY, DO_NOT_SCHEDULE, SCHEDULE_ANYWAY, UNPLACED, PolicyError,
+from burstflow.webhook.pools.model import (DENY, DO_NOT_SCHEDULE, SCHEDULE_ANYWAY, UNPLACED, PolicyError,
                                  compile_resource_policy)
-from webhook.providers import VCI_BURST
+from burstflow.webhook.providers import VCI_BURST
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "manifests" / "base" / "crds" / "resourcepolicies.burstflow.io.yaml"
@@ -150,9 +150,9 @@ def test_selector_forms_are_equivalent():
 
 from datetime import datetime, timedelta, timezone  # noqa: E402
 
-from webhook.pools.model import node_term_matches  # noqa: E402
-from webhook.pools.placement import LEAVE_UNPLACED, PLACE, decide  # noqa: E402
-from webhook.pools.usage import (PodRecord, Usage, bucket_of, pod_record, reconcile, reserve_batch,  # noqa: E402
+from burstflow.webhook.pools.model import node_term_matches  # noqa: E402
+from burstflow.webhook.pools.placement import LEAVE_UNPLACED, PLACE, decide  # noqa: E402
+from burstflow.webhook.pools.usage import (PodRecord, Usage, bucket_of, pod_record, reconcile, reserve_batch,  # noqa: E402
                                  status_from_usage, usage_from_status)
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
@@ -298,8 +298,8 @@ def test_the_earlier_per_pod_layout_is_read_on_upgrade():
 
 
 def test_the_reconcilers_index_follows_pod_events_as_a_full_recount_would():
-    from webhook.pools.reconciler import PodIndex
-    from webhook.pools.usage import reconcile_placements
+    from burstflow.webhook.pools.reconciler import PodIndex
+    from burstflow.webhook.pools.usage import reconcile_placements
 
     index = PodIndex()
     a, b, c = record("a", "ecs"), record("b", "ecs"), record("c", "vci")

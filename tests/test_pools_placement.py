@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from tests.conftest import load_admission
-from webhook.pools.model import compile_resource_policy
+from burstflow.webhook.pools.model import compile_resource_policy
 from tests.conftest import POLICIES
-from webhook.loader import load
-from webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, Decision, decide, enforce_overlaps, mark_unplaced,
+from burstflow.webhook.loader import load
+from burstflow.webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, Decision, decide, enforce_overlaps, mark_unplaced,
                                      merge_required, previous_placement, select_policy, shape_pod)
-from webhook.pools.usage import Usage, reserve_batch
+from burstflow.webhook.pools.usage import Usage, reserve_batch
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 ECS = {"key": "pool", "operator": "In", "values": ["ecs"]}
@@ -331,7 +331,7 @@ def test_validate_warns_when_a_policy_selects_pods_a_profile_enforces_onto_vci()
     ({"matchExpressions": [{"key": "team", "operator": "Exists"}]}, True),
 ], ids=["same label", "other value", "NotIn the value", "label must be absent", "another label"])
 def test_overlap_is_decided_on_the_label_selectors(profile_selector, overlaps):
-    from webhook.loader import Document, compile_objects
+    from burstflow.webhook.loader import Document, compile_objects
     profile = {"apiVersion": "burstflow.io/v1alpha1", "kind": "BurstProfile", "metadata": {"name": "enf"},
                "spec": {"match": {"objectSelector": profile_selector}, "provider": {"volcengine-vci": {}}}}
     policies, errors = compile_objects([Document("p", profile)], compilers={})

@@ -13,10 +13,10 @@ from prometheus_client import CollectorRegistry
 from burstflow import kube as k
 from burstflow.clock import FakeClock, SystemClock
 from tests.test_pools_counting import CRD, SMALL, create_pod, policy_object
-from webhook.pools.model import compile_resource_policy
-from webhook.pools.placement import shape_pod
-from webhook.pools.reconciler import NODES, PoolReconciler
-from webhook.pools.stack import PoolStack
+from burstflow.webhook.pools.model import compile_resource_policy
+from burstflow.webhook.pools.placement import shape_pod
+from burstflow.webhook.pools.reconciler import NODES, PoolReconciler
+from burstflow.webhook.pools.stack import PoolStack
 
 pytestmark = pytest.mark.kube
 # client-go's election periods (whole seconds, as a Lease stores them), run on an injected clock that the test

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from webhook.loader import Document, compile_objects
-from webhook.mutate import decide
+from burstflow.webhook.loader import Document, compile_objects
+from burstflow.webhook.mutate import decide
 
 
 def configmap(name: str, data: dict, namespace: str = "kube-system") -> dict:

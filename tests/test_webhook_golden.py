@@ -14,9 +14,9 @@ import pytest
 
 from tests.conftest import FIXTURES, POLICIES
 from tests.podschema import assert_valid_pod
-from webhook import admission
-from webhook.loader import load
-from webhook.mutate import decide
+from burstflow.webhook import admission
+from burstflow.webhook.loader import load
+from burstflow.webhook.mutate import decide
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = sorted(p.name for p in (FIXTURES / "admission").glob("*.json"))

@@ -10,8 +10,8 @@ import yaml
 
 from tests.conftest import load_admission
 from tests.podschema import assert_valid_pod
-from webhook.loader import Document, compile_objects
-from webhook.mutate import PodDraft, decide, diff
+from burstflow.webhook.loader import Document, compile_objects
+from burstflow.webhook.mutate import PodDraft, decide, diff
 
 ARGO_REQUEST = load_admission("pod-create-argo-workflow-pod.json")["body"]["request"]
 VCI_NS = {"argo-jobs": {"vci": "true"}}
@@ -571,8 +571,8 @@ def test_diff_equals_make_patch_on_the_argo_pod():
 
 from types import SimpleNamespace  # noqa: E402
 
-from webhook import admission  # noqa: E402
-from webhook.admitter import PodAdmitter, PolicyStore  # noqa: E402
+from burstflow.webhook import admission  # noqa: E402
+from burstflow.webhook.admitter import PodAdmitter, PolicyStore  # noqa: E402
 
 
 async def test_admitter_is_not_ready_until_policies_are_installed():
@@ -591,7 +591,7 @@ async def test_admitter_is_not_ready_until_policies_are_installed():
 
 
 def test_store_keeps_the_last_good_set_when_a_reload_has_errors():
-    from webhook.policy import PolicyError
+    from burstflow.webhook.policy import PolicyError
 
     good, other = policies(VCI), policies(profile("other"))
     store = PolicyStore()

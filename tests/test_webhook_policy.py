@@ -6,10 +6,10 @@ import yaml
 
 from tests.conftest import POLICIES
 from burstflow import data
-from webhook import policy
-from webhook.loader import Document, compile_objects, load
-from webhook.policy import Template
-from webhook.providers import Effect, PresetError, preset
+from burstflow.webhook import policy
+from burstflow.webhook.loader import Document, compile_objects, load
+from burstflow.webhook.policy import Template
+from burstflow.webhook.providers import Effect, PresetError, preset
 
 
 def bp(spec=None, name="p", **top) -> dict:

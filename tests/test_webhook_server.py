@@ -20,10 +20,10 @@ from prometheus_client import CollectorRegistry
 from burstflow.clock import FakeClock
 from tests.conftest import ROOT, load_admission
 from tests.tls import TlsFiles, served_serial
-from webhook.admission import Outcome, allowed, decode_patch, patched
-from webhook.server import JsonFormatter, Server, add_serve_arguments
-from webhook.settings import DEFAULT_MAX_BODY_BYTES, WebhookSettings, settings_from_args
-from webhook.tlsreload import CertReloader
+from burstflow.webhook.admission import Outcome, allowed, decode_patch, patched
+from burstflow.webhook.server import JsonFormatter, Server, add_serve_arguments
+from burstflow.webhook.settings import DEFAULT_MAX_BODY_BYTES, WebhookSettings, settings_from_args
+from burstflow.webhook.tlsreload import CertReloader
 
 ARGO_POD = "pod-create-argo-workflow-pod.json"
 MARK = {"op": "add", "path": "/metadata/annotations/test.burstflow.io~1seen", "value": "yes"}
@@ -260,7 +260,7 @@ async def test_malformed_request_gets_precise_answer_and_is_counted(server, clie
 
 
 async def test_malformed_request_is_logged_with_its_reason(server, client, caplog):
-    with caplog.at_level(logging.WARNING, logger="webhook.server"):
+    with caplog.at_level(logging.WARNING, logger="burstflow.webhook.server"):
         await post(client, server, b"nope")
     assert any("reason=not_json" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
@@ -308,7 +308,7 @@ class BrokenPlacer:
 
 def broken_admitter():
     """The real PodAdmitter with the example policies and a placement hook that raises: a genuine internal error."""
-    from webhook.admitter import PodAdmitter, store_from_paths
+    from burstflow.webhook.admitter import PodAdmitter, store_from_paths
 
     return PodAdmitter(store=store_from_paths([str(ROOT / "policies")]), placer=BrokenPlacer())
 
@@ -321,7 +321,7 @@ def boom_review(uid: str) -> dict:
 
 async def test_an_internal_error_admits_the_pod_unmutated_with_a_warning_a_log_line_and_a_metric(tls, client, caplog):
     async with Server(admitter=broken_admitter(), settings=settings_for(tls)) as server:
-        with caplog.at_level(logging.ERROR, logger="webhook.server"):
+        with caplog.at_level(logging.ERROR, logger="burstflow.webhook.server"):
             status, _, answer = await post(client, server, boom_review("u-boom"))
         assert status == 200
         assert answer["response"] == {"uid": "u-boom", "allowed": True, "warnings": [
@@ -343,7 +343,7 @@ async def test_an_internal_error_admits_the_pod_unmutated_with_a_warning_a_log_l
 
 async def test_fail_closed_turns_an_internal_error_into_a_denial(tls, client, caplog):
     async with Server(admitter=broken_admitter(), settings=settings_for(tls, fail_closed=True)) as server:
-        with caplog.at_level(logging.ERROR, logger="webhook.server"):
+        with caplog.at_level(logging.ERROR, logger="burstflow.webhook.server"):
             status, _, answer = await post(client, server, boom_review("u-closed"))
         assert status == 200
         assert answer["response"] == {"uid": "u-closed", "allowed": False, "status": {
@@ -463,7 +463,7 @@ async def test_half_written_or_mismatched_files_keep_the_old_certificate(tls, ca
         chain, key, new_serial = tls.issue()
 
         tls.cert_path.write_bytes(chain[: len(chain) // 2])  # cert half written
-        with caplog.at_level(logging.ERROR, logger="webhook.tlsreload"):
+        with caplog.at_level(logging.ERROR, logger="burstflow.webhook.tlsreload"):
             assert reloader.check() is False
         assert "still serving the previous certificate" in caplog.records[-1].getMessage()
         assert reloader.last_error.startswith("SSLError")
@@ -565,9 +565,9 @@ async def test_draining_fails_readiness_but_keeps_answering_and_closes_each_conn
 SIGTERM_CHILD = r"""
 import asyncio, sys
 from pathlib import Path
-from webhook.admission import Outcome, allowed
-from webhook.server import configure_logging, serve
-from webhook.settings import WebhookSettings
+from burstflow.webhook.admission import Outcome, allowed
+from burstflow.webhook.server import configure_logging, serve
+from burstflow.webhook.settings import WebhookSettings
 
 cert, key, release = sys.argv[1:4]
 configure_logging("json", "info")
@@ -712,11 +712,11 @@ def test_every_setting_has_a_reason_and_secrets_are_redacted():
 
 
 async def test_startup_logs_settings_once_with_secrets_redacted_and_a_bad_cert_exits_1(tmp_path, caplog):
-    from webhook.server import serve
+    from burstflow.webhook.server import serve
 
     settings = WebhookSettings(cert_file=str(tmp_path / "missing.crt"), key_file=str(tmp_path / "missing.key"),
                                key_password="hunter2", bind_address="127.0.0.1", port=0, metrics_port=0)
-    with caplog.at_level(logging.INFO, logger="webhook.server"):
+    with caplog.at_level(logging.INFO, logger="burstflow.webhook.server"):
         code = await serve(settings, admitter=LabelAdmitter())
     assert code == 1
     settings_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("webhook settings:")]
@@ -726,9 +726,9 @@ async def test_startup_logs_settings_once_with_secrets_redacted_and_a_bad_cert_e
 
 
 def test_json_log_lines():
-    record = logging.LogRecord("webhook.server", logging.WARNING, __file__, 1, "bad %s", ("input",), None)
+    record = logging.LogRecord("burstflow.webhook.server", logging.WARNING, __file__, 1, "bad %s", ("input",), None)
     entry = json.loads(JsonFormatter().format(record))
-    assert (entry["level"], entry["logger"], entry["message"]) == ("warning", "webhook.server", "bad input")
+    assert (entry["level"], entry["logger"], entry["message"]) == ("warning", "burstflow.webhook.server", "bad input")
 
 
 # --- with the real admitter (webhook.admitter.PodAdmitter and the example policies) ---------------------------------
@@ -736,7 +736,7 @@ def test_json_log_lines():
 async def test_real_pod_admitter_over_https_is_transparent_and_idempotent(tls, client):
     import jsonpatch
 
-    from webhook.admitter import PodAdmitter, PolicyStore, store_from_paths
+    from burstflow.webhook.admitter import PodAdmitter, PolicyStore, store_from_paths
 
     loaded = store_from_paths([str(ROOT / "policies")])
     store = PolicyStore()
@@ -902,12 +902,12 @@ async def test_burstflow_webhook_serve_rejects_bad_settings(argv, env, code, mes
 
 
 async def test_an_admitter_that_cannot_be_built_exits_1_after_logging_the_settings(tls, caplog):
-    from webhook.server import serve
+    from burstflow.webhook.server import serve
 
     def factory(metrics, clock):
         raise ValueError("no policy files given")
 
-    with caplog.at_level(logging.INFO, logger="webhook.server"):
+    with caplog.at_level(logging.INFO, logger="burstflow.webhook.server"):
         code = await serve(settings_for(tls), admitter_factory=factory)
     assert code == 1
     messages = [r.getMessage() for r in caplog.records]

@@ -19,9 +19,9 @@ from burstflow import kube as k
 from burstflow.clock import FakeClock
 from tests.conftest import ROOT, load_admission
 from tests.kubefixtures import apply_crds
-from webhook.admitter import PodAdmitter, PolicyStore
-from webhook.metrics import WebhookMetrics
-from webhook.sources import SYNC_WARNING_SECONDS, ClusterPolicySource
+from burstflow.webhook.admitter import PodAdmitter, PolicyStore
+from burstflow.webhook.metrics import WebhookMetrics
+from burstflow.webhook.sources import SYNC_WARNING_SECONDS, ClusterPolicySource
 from tests.waiting import until
 
 CRDS = ROOT / "manifests" / "base" / "crds"

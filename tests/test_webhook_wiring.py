@@ -26,13 +26,13 @@ from burstflow.clock import FakeClock
 from tests.conftest import ROOT
 from tests.kubefixtures import apply_crds
 from tests.tls import TlsFiles
-from webhook.admitter import (SERVICE_ACCOUNT_NAMESPACE, ClusterServices, PodAdmitter, from_settings,
+from burstflow.webhook.admitter import (SERVICE_ACCOUNT_NAMESPACE, ClusterServices, PodAdmitter, from_settings,
                               resolve_cluster_mode)
-from webhook.metrics import WebhookMetrics
-from webhook.pools.demo import webhook_configuration, workflow_pod
-from webhook.pools.model import POOL_LABEL
-from webhook.server import Server, serve
-from webhook.settings import WebhookSettings
+from burstflow.webhook.metrics import WebhookMetrics
+from burstflow.webhook.pools.demo import webhook_configuration, workflow_pod
+from burstflow.webhook.pools.model import POOL_LABEL
+from burstflow.webhook.server import Server, serve
+from burstflow.webhook.settings import WebhookSettings
 from tests.waiting import until
 
 CRDS = ROOT / "manifests" / "base" / "crds"

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from webhook import admission
-from webhook.admission import Outcome
-from webhook.mutate import NamespaceLookup, decide
-from webhook.policy import PolicyError, PolicySet
+from burstflow.webhook import admission
+from burstflow.webhook.admission import Outcome
+from burstflow.webhook.mutate import NamespaceLookup, decide
+from burstflow.webhook.policy import PolicyError, PolicySet
 
 log = logging.getLogger("burstflow.webhook")
 RESOURCE_POLICY = "ResourcePolicy"
@@ -194,7 +194,7 @@ def _from_files(settings: Any, *, metrics: Any, explicit: bool) -> PodAdmitter:
                              "BURSTFLOW_WEBHOOK_POLICY_PATHS)")
         raise ValueError("no policies to serve: give --policies PATH (policy files), or let the webhook watch the "
                          "cluster with --kubeconfig FILE (in a pod the service account is used automatically)")
-    from webhook.loader import load
+    from burstflow.webhook.loader import load
 
     policies, errors = load(settings.policy_paths)
     store = PolicyStore()
@@ -253,8 +253,8 @@ class ClusterServices:
 
     async def __aenter__(self) -> ClusterServices:
         from burstflow.kube import ConfigError, Kube
-        from webhook.pools.stack import PoolStack
-        from webhook.sources import ClusterPolicySource
+        from burstflow.webhook.pools.stack import PoolStack
+        from burstflow.webhook.sources import ClusterPolicySource
 
         s = self.settings
         try:
@@ -299,7 +299,7 @@ class ClusterServices:
 def store_from_paths(paths: Iterable[str], *, loader: Callable[..., tuple[PolicySet, list[PolicyError]]] | None = None
                      ) -> PolicyStore:
     """A store loaded from policy files/directories (errors logged; valid profiles installed)."""
-    from webhook.loader import load
+    from burstflow.webhook.loader import load
 
     policies, errors = (loader or load)(list(paths))
     store = PolicyStore()

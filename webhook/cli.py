@@ -13,10 +13,10 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.pools.model import RESERVATION_ANNOTATION, ResourcePolicy
-from webhook.pools.placement import bypassed_policies, effective_maxes, enforce_overlaps, select_policy
-from webhook.pools.usage import Usage
-from webhook.providers import VCI_BURST
+from burstflow.webhook.pools.model import RESERVATION_ANNOTATION, ResourcePolicy
+from burstflow.webhook.pools.placement import bypassed_policies, effective_maxes, enforce_overlaps, select_policy
+from burstflow.webhook.pools.usage import Usage
+from burstflow.webhook.providers import VCI_BURST
 
 OUTPUTS = ("yaml", "json", "patch", "diff")
 RESOURCE_POLICY = "ResourcePolicy"
@@ -58,7 +58,7 @@ def register(commands: Any) -> None:
     actions = webhook.add_subparsers(dest="webhook_command", required=True, metavar="COMMAND")
     serve = actions.add_parser("serve", help="run the HTTPS admission webhook")
     try:
-        from webhook.server import add_serve_arguments
+        from burstflow.webhook.server import add_serve_arguments
     except ImportError as exc:
         serve.set_defaults(func=lambda args: _unavailable(exc))
     else:
@@ -67,7 +67,7 @@ def register(commands: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from webhook.server import serve_command
+    from burstflow.webhook.server import serve_command
 
     return serve_command(args)
 
@@ -111,8 +111,8 @@ def _print_errors(errors: list[Any], stream: TextIO) -> None:
 
 
 def mutate_command(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    from webhook.loader import load
-    from webhook.mutate import decide
+    from burstflow.webhook.loader import load
+    from burstflow.webhook.mutate import decide
 
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -190,7 +190,7 @@ def mutate_command(args: argparse.Namespace, *, stdout: TextIO | None = None, st
 
 
 def _explain(decision: Any, request: Mapping[str, Any], namespaces: Any, stream: TextIO) -> None:
-    from webhook.mutate import namespace_view
+    from burstflow.webhook.mutate import namespace_view
 
     namespace = str(request.get("namespace") or "")
     _, _, known = namespace_view(namespaces, namespace)
@@ -303,7 +303,7 @@ def place_offline(pod: Mapping[str, Any], *, namespace: str, policies: Sequence[
                              f"(the one selecting this pod) has no subset {name!r}; its subsets: {', '.join(known)}")
     if policy is None:
         return None
-    from webhook.pools.placer import PoolPlacer
+    from burstflow.webhook.pools.placer import PoolPlacer
 
     had_token = RESERVATION_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
     placer = PoolPlacer(ledger=OfflineLedger(assumed))  # type: ignore[arg-type]
@@ -330,7 +330,7 @@ def _explain_placement(offline: OfflinePlacement, stream: TextIO) -> None:
 
 
 def validate_command(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    from webhook.loader import load
+    from burstflow.webhook.loader import load
 
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr

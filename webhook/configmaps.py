@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from burstflow import cel
-from webhook import providers
-from webhook.policy import PolicyError, Profile, compile_map
-from webhook.selectors import SelectorError, compile_selector
+from burstflow.webhook import providers
+from burstflow.webhook.policy import PolicyError, Profile, compile_map
+from burstflow.webhook.selectors import SelectorError, compile_selector
 
 NAMESPACE = "kube-system"
 VCI_PROFILE = "vci-profile"

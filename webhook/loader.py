@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from burstflow import cel
-from webhook.configmaps import compile_configmap, is_profile_configmap
-from webhook.policy import API_VERSION, KIND, PolicyError, PolicyErrors, PolicySet, Profile, new_environment, \
+from burstflow.webhook.configmaps import compile_configmap, is_profile_configmap
+from burstflow.webhook.policy import API_VERSION, KIND, PolicyError, PolicyErrors, PolicySet, Profile, new_environment, \
     profile_errors, sort_profiles
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -36,7 +36,7 @@ class Document:
 
 def default_compilers() -> dict[str, Compiler]:
     """Compilers for kinds owned by other parts of the webhook; the one place to register them."""
-    from webhook.pools.model import compile_resource_policy
+    from burstflow.webhook.pools.model import compile_resource_policy
 
     def resource_policy(obj: Mapping[str, Any], *, env: cel.Environment, source: str) -> Any:
         metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}

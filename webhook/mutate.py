@@ -18,10 +18,10 @@ from types import MappingProxyType
 from typing import Any
 
 from burstflow import cel
-from webhook import admission
-from webhook.policy import SECTIONS, Change, PolicySet, Profile, Template, label_value_error
-from webhook.pools.placement import bypassed_policies
-from webhook.providers import VCI_BURST
+from burstflow.webhook import admission
+from burstflow.webhook.policy import SECTIONS, Change, PolicySet, Profile, Template, label_value_error
+from burstflow.webhook.pools.placement import bypassed_policies
+from burstflow.webhook.providers import VCI_BURST
 
 SKIP_ANNOTATION = "burstflow.io/skip"
 APPLIED_ANNOTATION = "burstflow.io/applied"

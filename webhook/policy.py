@@ -16,8 +16,8 @@ import jsonschema
 import yaml
 
 from burstflow import cel, crdschema, data
-from webhook.providers import Effect, PresetError, preset
-from webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
+from burstflow.webhook.providers import Effect, PresetError, preset
+from burstflow.webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
 
 GROUP = "burstflow.io"
 VERSION = "v1alpha1"

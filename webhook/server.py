@@ -32,10 +32,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from burstflow.clock import Clock, SystemClock
-from webhook.admission import API_VERSION, KIND, Admitter, allowed, decode_json, encode_json, errored, review
-from webhook.metrics import WebhookMetrics
-from webhook.settings import WebhookSettings, add_settings_arguments, settings_from_args
-from webhook.tlsreload import CertReloader
+from burstflow.webhook.admission import API_VERSION, KIND, Admitter, allowed, decode_json, encode_json, errored, review
+from burstflow.webhook.metrics import WebhookMetrics
+from burstflow.webhook.settings import WebhookSettings, add_settings_arguments, settings_from_args
+from burstflow.webhook.tlsreload import CertReloader
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_admitter(settings: WebhookSettings, *, metrics: WebhookMetrics, clock: Clock) -> Admitter:
     """The production admitter (webhook.admitter.PodAdmitter) configured from settings."""
-    from webhook.admitter import from_settings
+    from burstflow.webhook.admitter import from_settings
 
     return from_settings(settings, metrics=metrics, clock=clock)
 

@@ -19,10 +19,10 @@ from typing import Any
 from burstflow import kube as k
 from burstflow.clock import Clock, SystemClock
 from burstflow.timefmt import parse_time
-from webhook.admitter import PolicyStore
-from webhook.configmaps import ECI_PROFILE, NAMESPACE as PROFILES_NAMESPACE, VCI_PROFILE
-from webhook.loader import Compiler, Document, compile_objects, read_documents
-from webhook.policy import PolicyError, PolicySet, new_environment, sort_profiles
+from burstflow.webhook.admitter import PolicyStore
+from burstflow.webhook.configmaps import ECI_PROFILE, NAMESPACE as PROFILES_NAMESPACE, VCI_PROFILE
+from burstflow.webhook.loader import Compiler, Document, compile_objects, read_documents
+from burstflow.webhook.policy import PolicyError, PolicySet, new_environment, sort_profiles
 
 log = logging.getLogger("burstflow.webhook.sources")
 

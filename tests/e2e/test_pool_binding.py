@@ -17,10 +17,10 @@ from burstflow import kube as k
 from burstflow.clock import SystemClock
 from tests.test_pools_counting import CRD
 from tests.test_pools_reconciler import eventually, fake_nodes  # noqa: F401 - fake_nodes is a fixture
-from webhook.pools.ledger import Ledger
-from webhook.pools.model import POOL_LABEL, compile_resource_policy
-from webhook.pools.placer import PoolPlacer
-from webhook.pools.reconciler import PoolReconciler
+from burstflow.webhook.pools.ledger import Ledger
+from burstflow.webhook.pools.model import POOL_LABEL, compile_resource_policy
+from burstflow.webhook.pools.placer import PoolPlacer
+from burstflow.webhook.pools.reconciler import PoolReconciler
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 LABEL = "burstflow.io/e2e-pool"

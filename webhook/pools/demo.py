@@ -16,12 +16,12 @@ from burstflow.certs import TlsDir
 from burstflow import data
 from burstflow import kube as k
 from burstflow.clock import SystemClock
-from webhook.admitter import PodAdmitter, PolicyStore
-from webhook.policy import PolicySet
-from webhook.pools.model import POOL_LABEL, ResourcePolicy, compile_resource_policy
-from webhook.pools.stack import PoolStack
-from webhook.server import Server
-from webhook.settings import WebhookSettings
+from burstflow.webhook.admitter import PodAdmitter, PolicyStore
+from burstflow.webhook.policy import PolicySet
+from burstflow.webhook.pools.model import POOL_LABEL, ResourcePolicy, compile_resource_policy
+from burstflow.webhook.pools.stack import PoolStack
+from burstflow.webhook.server import Server
+from burstflow.webhook.settings import WebhookSettings
 
 # Package data (burstflow.data): the installed package reads its own CRD and example policy.
 CRD_FILE = "resourcepolicies.burstflow.io.yaml"

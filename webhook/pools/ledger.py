@@ -17,10 +17,10 @@ from typing import Any
 
 from burstflow import kube as k
 from burstflow.clock import Clock
-from webhook.pools.metrics import PoolMetrics
-from webhook.pools.model import ResourcePolicy
-from webhook.pools.placement import Decision
-from webhook.pools.usage import Usage, reserve_batch, status_from_usage, usage_from_status, with_status
+from burstflow.webhook.pools.metrics import PoolMetrics
+from burstflow.webhook.pools.model import ResourcePolicy
+from burstflow.webhook.pools.placement import Decision
+from burstflow.webhook.pools.usage import Usage, reserve_batch, status_from_usage, usage_from_status, with_status
 
 log = logging.getLogger(__name__)
 

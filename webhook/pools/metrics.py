@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from webhook.pools.model import ResourcePolicy
+from burstflow.webhook.pools.model import ResourcePolicy
 
 # result label of burstflow_pool_placements_total
 RESERVED = "reserved"          # a new slot was counted

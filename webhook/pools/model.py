@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from webhook.providers import Effect, PresetError, preset
-from webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
+from burstflow.webhook.providers import Effect, PresetError, preset
+from burstflow.webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
 
 GROUP = "burstflow.io"
 VERSION = "v1alpha1"

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.policy import Profile, toleration_key
-from webhook.providers import VCI_BURST, Effect, enforced_to_vci
-from webhook.pools.model import (DO_NOT_SCHEDULE, LAST_POOL, POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION,
+from burstflow.webhook.policy import Profile, toleration_key
+from burstflow.webhook.providers import VCI_BURST, Effect, enforced_to_vci
+from burstflow.webhook.pools.model import (DO_NOT_SCHEDULE, LAST_POOL, POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION,
                                  UNPLACED, ResourcePolicy, Subset)
-from webhook.selectors import Requirement, Selector
+from burstflow.webhook.selectors import Requirement, Selector
 
 # The label Argo's controller puts on every workflow pod (what BurstProfiles' workflowPodsOnly looks for).
 WORKFLOW_POD_LABEL = "workflows.argoproj.io/workflow"

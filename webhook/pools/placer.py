@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.pools import metrics as m
-from webhook.pools.ledger import Ledger, LedgerUnavailable, PolicyMissing
-from webhook.pools.model import LAST_POOL, ResourcePolicy
-from webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, Decision, mark_unplaced,
+from burstflow.webhook.pools import metrics as m
+from burstflow.webhook.pools.ledger import Ledger, LedgerUnavailable, PolicyMissing
+from burstflow.webhook.pools.model import LAST_POOL, ResourcePolicy
+from burstflow.webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, Decision, mark_unplaced,
                                      previous_placement, select_policy, shape_pod)
 
 # Default bound on waiting for a counted decision. The webhook's own timeoutSeconds (manifests: 10 s) must leave

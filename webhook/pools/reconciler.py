@@ -21,9 +21,9 @@ from typing import Any
 from burstflow import kube as k
 from burstflow.clock import Clock
 from burstflow.leader import LeaderElector
-from webhook.pools.metrics import PoolMetrics
-from webhook.pools.model import POOL_LABEL, PolicyError, ResourcePolicy, compile_resource_policy
-from webhook.pools.usage import (PodRecord, PolicyPods, pod_record, reconcile_placements, status_from_usage,
+from burstflow.webhook.pools.metrics import PoolMetrics
+from burstflow.webhook.pools.model import POOL_LABEL, PolicyError, ResourcePolicy, compile_resource_policy
+from burstflow.webhook.pools.usage import (PodRecord, PolicyPods, pod_record, reconcile_placements, status_from_usage,
                                  usage_from_status, with_status)
 
 log = logging.getLogger(__name__)

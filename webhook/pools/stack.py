@@ -6,10 +6,10 @@ from prometheus_client import CollectorRegistry
 
 from burstflow import kube as k
 from burstflow.clock import Clock
-from webhook.pools.ledger import Ledger
-from webhook.pools.metrics import PoolMetrics
-from webhook.pools.placer import DEFAULT_DECISION_TIMEOUT, PoolPlacer
-from webhook.pools.reconciler import (DEFAULT_INTERVAL, DEFAULT_RESERVATION_TIMEOUT, PoolReconciler,
+from burstflow.webhook.pools.ledger import Ledger
+from burstflow.webhook.pools.metrics import PoolMetrics
+from burstflow.webhook.pools.placer import DEFAULT_DECISION_TIMEOUT, PoolPlacer
+from burstflow.webhook.pools.reconciler import (DEFAULT_INTERVAL, DEFAULT_RESERVATION_TIMEOUT, PoolReconciler,
                                       ReconcilerLeadership)
 
 

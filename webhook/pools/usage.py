@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION, ResourcePolicy
-from webhook.pools.placement import LEAVE_UNPLACED, PLACE, Decision, decide
+from burstflow.webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION, ResourcePolicy
+from burstflow.webhook.pools.placement import LEAVE_UNPLACED, PLACE, Decision, decide
 from burstflow.timefmt import format_time as _format_time, parse_time
 
 FINISHED_PHASES = ("Succeeded", "Failed")
