@@ -18,8 +18,10 @@ def parse_time(value: Any) -> datetime | None:
     return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with a `Z` (Kubernetes' metav1.Time form; fractions kept only when present)."""
+def format_time(value: datetime, *, timespec: str | None = None) -> str:
+    """RFC 3339 in UTC with a `Z`. By default Kubernetes' metav1.Time form (fractions kept only when present);
+    `timespec` fixes the precision ("seconds", "milliseconds", "microseconds"), truncating, never rounding."""
     utc = value.astimezone(timezone.utc)
-    text = utc.replace(tzinfo=None).isoformat(timespec="microseconds" if utc.microsecond else "seconds")
-    return text + "Z"
+    if timespec is None:
+        timespec = "microseconds" if utc.microsecond else "seconds"
+    return utc.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"

@@ -1,0 +1,85 @@
+"""Logging for both services: one JSON schema and one text layout, with context fields passed as `extra=fields(...)`.
+
+A JSON line is `{"time", "level", "logger", "message", <context fields>..., "exception"?}`. The context fields have
+the same names in both services where they apply: `uid` (the admission request's uid), `namespace`, `name`, `kind`;
+any other keyword is allowed:
+
+    log.info("created %s", workflow, extra=fields(namespace=ns, name=name, kind="CronWorkflow"))
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from burstflow.timefmt import format_time
+
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# The LogRecord attribute that carries the context fields (a name no LogRecord attribute already has).
+CONTEXT_ATTRIBUTE = "burstflow_context"
+# Keys the JSON schema fixes; a context field of the same name is written as `field_<name>` instead of replacing it.
+RESERVED = ("time", "level", "logger", "message", "exception")
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """The `extra=` mapping that attaches `values` to a log record as context fields (in this order)."""
+    return {CONTEXT_ATTRIBUTE: values}
+
+
+def context(record: logging.LogRecord) -> dict[str, Any]:
+    """The context fields of `record` (empty when it was logged without `extra=fields(...)`)."""
+    return getattr(record, CONTEXT_ATTRIBUTE, None) or {}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return format_time(datetime.fromtimestamp(record.created, timezone.utc), timespec="milliseconds")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: `time` (UTC RFC 3339 with milliseconds and `Z`), `level` (lower case), `logger`,
+    `message`, then the record's context fields, then `exception` when the record carries exc_info.
+    Values JSON cannot hold are written as their `str()`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in context(record).items():
+            entry[f"field_{key}" if key in RESERVED else key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message key=value ...` for a person at a terminal, with the traceback on the next lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_timestamp(record)} {record.levelname.lower():<7} {record.name}: {record.getMessage()}"
+        extra = " ".join(f"{key}={value}" for key, value in context(record).items())
+        if extra:
+            line = f"{line} {extra}"
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return line
+
+
+def configure_logging(log_format: str, level: str, stream: TextIO | None = None) -> None:
+    """Root logging for a service process: one handler on stderr (or `stream`) writing `json` or `text` lines at
+    `level` (any case). aiohttp's per-request access log is kept at WARNING: the services log what they decide."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
