@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from burstflow.webhook.pools.model import (DENY, DO_NOT_SCHEDULE, SCHEDULE_ANYWAY, UNPLACED, PolicyError,
+from burstflow.webhook.pools.model import (DENY, DO_NOT_SCHEDULE, SCHEDULE_ANYWAY, UNPLACED, ResourcePolicyError,
                                  compile_resource_policy)
 from burstflow.webhook.providers import VCI_BURST
 
@@ -46,7 +46,7 @@ def test_volcengine_example_compiles_after_changing_only_apiversion():
 def test_volcengine_original_apiversion_is_rejected_with_the_fix():
     original = load(VOLCENGINE)
     original["apiVersion"] = "scheduling.vke.volcengine.com/v1beta1"
-    with pytest.raises(PolicyError, match=r"apiVersion: expected 'burstflow.io/v1alpha1'"):
+    with pytest.raises(ResourcePolicyError, match=r"apiVersion: expected 'burstflow.io/v1alpha1'"):
         compile_resource_policy(original)
 
 
@@ -119,7 +119,7 @@ def with_subset(**changes):
     (with_spec(whenUnavailable="Unplaced"), "spec.whenUnavailable: must be one of LastPool, Deny, got 'Unplaced'"),
 ], ids=lambda value: value if isinstance(value, str) and len(value) < 60 else None)
 def test_bad_fields_are_reported_with_their_path(obj, message):
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(ResourcePolicyError) as caught:
         compile_resource_policy(obj, source="policies/p.yaml")
     assert caught.value.errors == [message]
     assert str(caught.value) == f"policies/p.yaml: {message}"
@@ -128,7 +128,7 @@ def test_bad_fields_are_reported_with_their_path(obj, message):
 def test_every_problem_is_reported_at_once():
     obj = with_subset(maxReplicas="5", whenNotReachMax="x")
     obj["metadata"] = {"name": "p"}
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(ResourcePolicyError) as caught:
         compile_resource_policy(obj)
     assert caught.value.errors == [
         "metadata.namespace: required (a ResourcePolicy is namespaced, like the pods it places)",
@@ -151,7 +151,7 @@ def test_selector_forms_are_equivalent():
 from datetime import datetime, timedelta, timezone  # noqa: E402
 
 from burstflow.webhook.pools.model import node_term_matches  # noqa: E402
-from burstflow.webhook.pools.placement import LEAVE_UNPLACED, PLACE, decide  # noqa: E402
+from burstflow.webhook.pools.placement import LEAVE_UNPLACED, PLACE, choose_pool  # noqa: E402
 from burstflow.webhook.pools.usage import (PodRecord, Usage, bucket_of, pod_record, reconcile, reserve_batch,  # noqa: E402
                                  status_from_usage, usage_from_status)
 
@@ -162,7 +162,7 @@ def test_volcengine_example_places_the_first_pod_in_ecs_and_the_second_in_vci():
     policy = compile_resource_policy(load(VOLCENGINE))
     placed, unplaced, where = [0, 0], 0, []
     for _ in range(12):
-        decision = decide(policy, placed, unplaced)
+        decision = choose_pool(policy, placed, unplaced)
         if decision.action == PLACE:
             placed[decision.subset] += 1
             where.append(policy.subsets[decision.subset].name)

@@ -13,7 +13,7 @@ from tests.conftest import load_admission
 from burstflow.webhook.pools.model import compile_resource_policy
 from tests.conftest import POLICIES
 from burstflow.webhook.loader import load
-from burstflow.webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, Decision, decide, enforce_overlaps, mark_unplaced,
+from burstflow.webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, PoolChoice, choose_pool, enforce_overlaps, mark_unplaced,
                                      merge_required, previous_placement, select_policy, shape_pod)
 from burstflow.webhook.pools.usage import Usage, reserve_batch
 
@@ -39,17 +39,17 @@ POOLS_5_100_UNLIMITED = policy({"name": "ecs", "maxReplicas": 5, "nodeSelectorTe
 
 
 @pytest.mark.parametrize("placed,expected", [
-    ([0, 0, 0], Decision(PLACE, 0)),
-    ([4, 0, 0], Decision(PLACE, 0)),
-    ([5, 0, 0], Decision(PLACE, 1)),
-    ([5, 99, 0], Decision(PLACE, 1)),
-    ([5, 100, 0], Decision(PLACE, 2)),
-    ([5, 100, 1000], Decision(PLACE, 2)),
-    ([3, 100, 7], Decision(PLACE, 0)),
+    ([0, 0, 0], PoolChoice(PLACE, 0)),
+    ([4, 0, 0], PoolChoice(PLACE, 0)),
+    ([5, 0, 0], PoolChoice(PLACE, 1)),
+    ([5, 99, 0], PoolChoice(PLACE, 1)),
+    ([5, 100, 0], PoolChoice(PLACE, 2)),
+    ([5, 100, 1000], PoolChoice(PLACE, 2)),
+    ([3, 100, 7], PoolChoice(PLACE, 0)),
 ], ids=["empty", "first pool one left", "first full", "second one left", "both full -> unlimited",
         "unlimited stays open", "a slot freed in the first pool is reused"])
 def test_first_subset_below_its_max(placed, expected):
-    assert decide(POOLS_5_100_UNLIMITED, placed) == expected
+    assert choose_pool(POOLS_5_100_UNLIMITED, placed) == expected
 
 
 RATIO = policy({"name": "ecs", "maxReplicas": 5, "maxReplicasRatio": "0.1"}, {"name": "vci"})
@@ -59,7 +59,7 @@ def test_ratio_limit_with_growing_totals_never_exceeds_its_share():
     placed = [0, 0]
     first_pool_at = []
     for pod in range(1, 101):
-        decision = decide(RATIO, placed)
+        decision = choose_pool(RATIO, placed)
         placed[decision.subset] += 1
         if decision.subset == 0:
             first_pool_at.append(pod)
@@ -73,10 +73,10 @@ def test_ratio_limit_with_growing_totals_never_exceeds_its_share():
 
 def test_ratio_counts_unplaced_pods_in_the_base():
     volcengine = policy({"name": "ecs", "maxReplicasRatio": "0.5"})  # whenAllFull defaults to Unplaced
-    assert decide(volcengine, [1], unplaced=0) == Decision(LEAVE_UNPLACED, message=decide(volcengine, [1]).message)
-    assert decide(volcengine, [1], unplaced=1).action == PLACE
-    assert decide(volcengine, [2], unplaced=1).action == LEAVE_UNPLACED
-    assert decide(volcengine, [2], unplaced=2).action == PLACE
+    assert choose_pool(volcengine, [1], unplaced=0) == PoolChoice(LEAVE_UNPLACED, message=choose_pool(volcengine, [1]).message)
+    assert choose_pool(volcengine, [1], unplaced=1).action == PLACE
+    assert choose_pool(volcengine, [2], unplaced=1).action == LEAVE_UNPLACED
+    assert choose_pool(volcengine, [2], unplaced=2).action == PLACE
 
 
 ALL_FULL = [{"name": "a", "maxReplicas": 1, "nodeSelectorTerm": [ECS]},
@@ -86,7 +86,7 @@ ALL_FULL = [{"name": "a", "maxReplicas": 1, "nodeSelectorTerm": [ECS]},
 @pytest.mark.parametrize("choice,action,subset,over", [
     ("LastPool", PLACE, 1, True), ("Unplaced", LEAVE_UNPLACED, None, False), ("Deny", DENY, None, False)])
 def test_all_full_behaviour(choice, action, subset, over):
-    decision = decide(policy(*ALL_FULL, when_all_full=choice), [1, 2])
+    decision = choose_pool(policy(*ALL_FULL, when_all_full=choice), [1, 2])
     assert (decision.action, decision.subset, decision.over_max) == (action, subset, over)
     assert decision.message.startswith("every pool of ResourcePolicy ns/p is full (a 1/1, b 2/2)")
 

@@ -20,8 +20,7 @@ from typing import Any
 
 from burstflow import cel
 from burstflow.webhook import providers
-from burstflow.webhook.policy import PolicyError, Profile, compile_map
-from burstflow.webhook.selectors import SelectorError, compile_selector
+from burstflow.webhook.policy import PolicyError, Profile, compile_map, compile_selectors
 
 NAMESPACE = "kube-system"
 VCI_PROFILE = "vci-profile"
@@ -105,7 +104,7 @@ def _base_effect(name: str, data: Mapping[str, Any], *, ref: str, source: str) -
         return providers.Effect(annotations=tuple(annotations)) + providers.virtual_kubelet(
             {"providerName": "alibabacloud"})
     except providers.PresetError as exc:
-        raise PolicyError(exc.message, path=f"data.{exc.path}", obj=ref, source=source) from None
+        raise PolicyError.of(exc, "data").located(obj=ref, source=source) from None
 
 
 def _selector_profile(configmap: str, index: int, raw: Any, base: providers.Effect, env: cel.Environment,
@@ -118,12 +117,7 @@ def _selector_profile(configmap: str, index: int, raw: Any, base: providers.Effe
     selector_name = raw.get("name") or f"selectors[{index}]"
     if not isinstance(selector_name, str):
         raise PolicyError("must be a string", path=f"{path}.name")
-    compiled = {}
-    for key in ("namespaceSelector", "objectSelector"):
-        try:
-            compiled[key] = compile_selector(raw.get(key))
-        except SelectorError as exc:
-            raise PolicyError(exc.message, path=f"{path}.{key}" + (f".{exc.path}" if exc.path else "")) from None
+    namespace_selector, object_selector = compile_selectors(raw, path)
     effect = raw.get("effect") or {}
     if not isinstance(effect, Mapping) or set(effect) - {"annotations", "labels"}:
         raise PolicyError("must be an object with annotations and/or labels", path=f"{path}.effect")
@@ -139,8 +133,8 @@ def _selector_profile(configmap: str, index: int, raw: Any, base: providers.Effe
         source=f"ConfigMap {NAMESPACE}/{configmap}",
         priority=0,
         origin_rank=1,
-        namespace_selector=compiled["namespaceSelector"],
-        object_selector=compiled["objectSelector"],
+        namespace_selector=namespace_selector,
+        object_selector=object_selector,
         workflow_pods_only=False,
         annotations=tuple(merged_annotations.items()),
         labels=tuple(base.labels) + tuple(labels),

@@ -16,6 +16,7 @@ from burstflow import cel
 from burstflow.webhook.configmaps import compile_configmap, is_profile_configmap
 from burstflow.webhook.policy import API_VERSION, KIND, PolicyError, PolicyErrors, PolicySet, Profile, new_environment, \
     profile_errors, sort_profiles
+from burstflow.webhook.pools.model import ResourcePolicyError, compile_resource_policy
 
 SUFFIXES = (".yaml", ".yml", ".json")
 # Kinds that live beside policies in policies/ but belong to other components: skipped without a warning.
@@ -36,16 +37,13 @@ class Document:
 
 def default_compilers() -> dict[str, Compiler]:
     """Compilers for kinds owned by other parts of the webhook; the one place to register them."""
-    from burstflow.webhook.pools.model import compile_resource_policy
-
     def resource_policy(obj: Mapping[str, Any], *, env: cel.Environment, source: str) -> Any:
         metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
         ref = f"ResourcePolicy/{metadata.get('namespace', '')}/{metadata.get('name', '<unnamed>')}"
         try:
             return compile_resource_policy(obj, source="")
-        except ValueError as exc:
-            problems = getattr(exc, "errors", None) or [str(exc)]
-            raise PolicyErrors([PolicyError(problem, obj=ref, source=source) for problem in problems]) from None
+        except ResourcePolicyError as exc:
+            raise PolicyErrors([PolicyError(problem, obj=ref, source=source) for problem in exc.errors]) from None
 
     return {"ResourcePolicy": resource_policy}
 

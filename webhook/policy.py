@@ -12,12 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import jsonschema
 import yaml
 
 from burstflow import cel, crdschema, data
 from burstflow.webhook.providers import Effect, PresetError, preset
-from burstflow.webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
+from burstflow.selectors import EVERYTHING, Selector, SelectorError, compile_selector
 
 GROUP = "burstflow.io"
 VERSION = "v1alpha1"
@@ -48,6 +47,11 @@ class PolicyError(ValueError):
     def __str__(self) -> str:
         parts = [part for part in (self.source, self.obj, self.path) if part]
         return ": ".join(parts + [self.message])
+
+    @classmethod
+    def of(cls, error: crdschema.FieldError, prefix: str) -> PolicyError:
+        """A PolicyError for `error` (a selector or preset problem) found in the value at field path `prefix`."""
+        return cls(error.message, path=f"{prefix}.{error.path}" if error.path else prefix)
 
     def located(self, *, obj: str | None = None, source: str | None = None, prefix: str = "") -> PolicyError:
         """A copy with the object/source filled in and `prefix` put in front of the field path."""
@@ -215,51 +219,25 @@ def crd() -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def _schema() -> tuple[dict[str, Any], jsonschema.Draft7Validator]:
+def _schema() -> crdschema.CrdSchema:
     for version in crd()["spec"]["versions"]:
         if version["name"] == VERSION:
-            schema = version["schema"]["openAPIV3Schema"]
-            return schema, jsonschema.Draft7Validator(schema)
+            return crdschema.CrdSchema(version["schema"]["openAPIV3Schema"])
     raise RuntimeError(f"{CRD_FILE} has no version {VERSION}")
-
-
-def _format_path(parts: Iterable[Any]) -> str:
-    text = ""
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
-            text += f".{part}" if text else part
-        else:
-            text += f"[{part}]"
-    return text
 
 
 def schema_errors(obj: Mapping[str, Any]) -> list[PolicyError]:
     """Check `obj` against the CRD's openAPIV3Schema as the API server would with strict field validation:
-    types/enums/required/patterns, unknown fields, then the schema's `x-kubernetes-validations` CEL rules."""
-    schema, validator = _schema()
-    errors = [PolicyError(error.message, path=_format_path(error.absolute_path))
-              for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
+    types/enums/required/patterns (after dropping the nulls the server prunes), unknown fields, then the schema's
+    `x-kubernetes-validations` CEL rules."""
+    schema = _schema()
+    errors = [PolicyError(v.message, path=crdschema.field_path(v.path))
+              for v in schema.violations(obj) or schema.unknown_fields(obj)]
     if errors:
         return errors
-    for check in (_unknown_fields, _cel_rules):
-        for value, _, node_schema, path in crdschema.walk(obj, schema):
-            check(value, node_schema, path, errors)
-        if errors:
-            return errors
+    for value, _, node_schema, path in crdschema.walk(obj, schema.schema):
+        _cel_rules(value, node_schema, path, errors)
     return errors
-
-
-def _unknown_fields(value: Any, schema: Mapping[str, Any], path: list[Any], errors: list[PolicyError]) -> None:
-    properties = schema.get("properties")
-    if (not isinstance(value, Mapping) or properties is None or "additionalProperties" in schema
-            or schema.get("x-kubernetes-preserve-unknown-fields")):
-        return
-    for key in value:
-        if key not in properties:
-            known = ", ".join(sorted(properties))
-            errors.append(PolicyError(f"unknown field {key!r} (known: {known})", path=_format_path(path + [key])))
 
 
 @functools.lru_cache(maxsize=None)
@@ -279,10 +257,22 @@ def _cel_rules(value: Any, schema: Mapping[str, Any], path: list[Any], errors: l
         if ok is not True:
             field_path = list(filter(None, [rule.get("fieldPath", "").lstrip(".")]))
             errors.append(PolicyError(rule.get("message", f"failed rule: {rule['rule']}") + detail,
-                                      path=_format_path(path + field_path)))
+                                      path=crdschema.field_path(path + field_path)))
 
 
 # --- compile ----------------------------------------------------------------------------------------------------
+
+
+def compile_selectors(raw: Mapping[str, Any], path: str) -> tuple[Selector, Selector]:
+    """The `namespaceSelector` and `objectSelector` of `raw` (each matching everything when unset); PolicyError at
+    the field under `path` for an invalid one."""
+    compiled = []
+    for key in ("namespaceSelector", "objectSelector"):
+        try:
+            compiled.append(compile_selector(raw.get(key)))
+        except SelectorError as exc:
+            raise PolicyError.of(exc, f"{path}.{key}") from None
+    return compiled[0], compiled[1]
 
 
 def compile_value(raw: str, env: cel.Environment, path: str) -> Value:
@@ -365,6 +355,7 @@ def profile_errors(obj: Mapping[str, Any], env: cel.Environment, *, source: str 
     problems = schema_errors(obj)
     if problems:
         return [p.located(obj=ref, source=source) for p in problems]
+    obj = _schema().prune(obj)  # compiled as the API server would store it
     spec = obj.get("spec") or {}
     try:
         return _compile_spec(name, spec, env, source=source)
@@ -374,12 +365,7 @@ def profile_errors(obj: Mapping[str, Any], env: cel.Environment, *, source: str 
 
 def _compile_spec(name: str, spec: Mapping[str, Any], env: cel.Environment, *, source: str) -> Profile:
     match = spec.get("match") or {}
-    selectors = {}
-    for key in ("namespaceSelector", "objectSelector"):
-        try:
-            selectors[key] = compile_selector(match.get(key))
-        except SelectorError as exc:
-            raise PolicyError(exc.message, path=f"match.{key}" + (f".{exc.path}" if exc.path else "")) from None
+    namespace_selector, object_selector = compile_selectors(match, "match")
     conditions = []
     for index, condition in enumerate(match.get("matchConditions") or ()):
         try:
@@ -392,8 +378,7 @@ def _compile_spec(name: str, spec: Mapping[str, Any], env: cel.Environment, *, s
         try:
             effect = preset(provider_name, settings)
         except PresetError as exc:
-            raise PolicyError(exc.message, path=f"provider.{provider_name}" + (f".{exc.path}" if exc.path else "")) \
-                from None
+            raise PolicyError.of(exc, f"provider.{provider_name}") from None
     annotations = compile_map(spec.get("annotations"), env, "annotations", labels=False)
     labels = compile_map(spec.get("labels"), env, "labels", labels=True)
     node_selector = []
@@ -408,8 +393,8 @@ def _compile_spec(name: str, spec: Mapping[str, Any], env: cel.Environment, *, s
         source=source,
         priority=int(spec.get("priority", 0)),
         origin_rank=0,
-        namespace_selector=selectors["namespaceSelector"],
-        object_selector=selectors["objectSelector"],
+        namespace_selector=namespace_selector,
+        object_selector=object_selector,
         workflow_pods_only=bool(match.get("workflowPodsOnly", True)),
         conditions=tuple(conditions),
         annotations=_merge(effect.annotations, annotations),

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from burstflow.crdschema import FieldError
+
 # Annotation and label keys, as the providers document them (README.md, "Provider presets").
 VCI_BURST = "vke.volcengine.com/burst-to-vci"
 VCI_SUBNETS = "vke.volcengine.com/preferred-subnet-ids"
@@ -62,13 +64,8 @@ ACS_QOS = ("default", "best-effort")
 VK_PLACEMENTS = ("nodeSelector", "nodeAffinity")
 
 
-class PresetError(ValueError):
+class PresetError(FieldError):
     """A preset setting that cannot be applied; `path` is relative to the preset's settings object."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message
 
 
 @dataclass(frozen=True)

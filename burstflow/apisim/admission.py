@@ -15,9 +15,9 @@ import aiohttp
 import jsonpatch
 
 from burstflow.clock import Clock
+from burstflow.selectors import compile_selector
 
 from .resources import ResourceType
-from .selectors import selector_from_label_selector
 from .status import REASONS, ApiError
 
 USER_INFO = {"username": "admin", "uid": "admin", "groups": ["system:masters", "system:authenticated"]}
@@ -69,13 +69,13 @@ def webhook_applies(hook: dict, a: Attributes) -> bool:
     if not any(_match_rule(r, a) for r in hook.get("rules") or []):
         return False
     labels_of = lambda o: ((o or {}).get("metadata") or {}).get("labels") or {}  # noqa: E731
-    ns_selector = selector_from_label_selector(hook.get("namespaceSelector"))
-    if a.rt.namespaced and not ns_selector(a.namespace_labels or {}):
+    ns_selector = compile_selector(hook.get("namespaceSelector"))
+    if a.rt.namespaced and not ns_selector.matches(a.namespace_labels):
         return False
-    if a.rt.key == ("", "namespaces") and not ns_selector(labels_of(a.obj)):
+    if a.rt.key == ("", "namespaces") and not ns_selector.matches(labels_of(a.obj)):
         return False
-    obj_selector = selector_from_label_selector(hook.get("objectSelector"))
-    return obj_selector(labels_of(a.obj)) or (a.old is not None and obj_selector(labels_of(a.old)))
+    obj_selector = compile_selector(hook.get("objectSelector"))
+    return obj_selector.matches(labels_of(a.obj)) or (a.old is not None and obj_selector.matches(labels_of(a.old)))
 
 
 class Dispatcher:

@@ -20,15 +20,16 @@ import yaml
 from aiohttp import web
 
 from burstflow.clock import Clock, SystemClock
+from burstflow.selectors import SelectorError, parse_label_selector
 
 from .admission import Attributes, Dispatcher
 from .defaults import (crd_causes, crd_status, default_pod, lease_causes, lease_decode_check, metadata_causes,
                        pod_causes, qos_class, random_suffix)
 from .faults import Faults, Target
+from .fields import fields_match, parse_field_selector
 from .patch import apply_patch
 from .rules import crd_rule_causes
 from .resources import BUILTIN_GROUPS, VERSION_INFO, ResourceType, builtin_types, crd_resource_type
-from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .status import (ApiError, already_exists, bad_request, conflict, expired, invalid, method_not_allowed,
                      not_found, resource_not_served, status_body)
 from .store import Store, TooOld
@@ -847,13 +848,16 @@ class ApiSim:
         return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
 
     def _selectors(self, rt: ResourceType, q) -> tuple[Callable[[dict], bool], bool]:
-        labels = parse_label_selector(q.get("labelSelector"))
+        try:
+            labels = parse_label_selector(q.get("labelSelector"))
+        except SelectorError as exc:
+            raise bad_request(exc.message) from None
         fields = parse_field_selector(q.get("fieldSelector"), rt.fields, custom=rt.custom)
 
         def match(obj: dict) -> bool:
-            return labels_match(labels, obj["metadata"].get("labels")) and fields_match(fields, obj, rt.fields)
+            return labels.matches(obj["metadata"].get("labels")) and fields_match(fields, obj, rt.fields)
 
-        return match, bool(labels or fields)
+        return match, not labels.empty or bool(fields)
 
     def _list(self, rt: ResourceType, version: str, ns: str | None, q) -> dict:
         match, selective = self._selectors(rt, q)
@@ -870,7 +874,7 @@ class ApiSim:
         token = q.get("continue")
         if token:
             list_rv, start = _decode_continue(token)
-            items = self.store.snapshot(rt.key, ns, list_rv)
+            items = self.store.list_from(rt.key, ns, list_rv, start)
             if items is None:
                 raise expired("The provided continue parameter is too old to display a consistent list result. "
                               "You can start a new list without the continue parameter, or use the continue token "
@@ -878,9 +882,9 @@ class ApiSim:
                               "provided token results in an inconsistent list - objects that were created, "
                               "modified, or deleted between the time the first chunk was returned and now may "
                               "show up in the list.", metadata={"continue": _encode_continue(-1, start)})
-            items = [o for o in items if key_of(o) >= start]
         else:
-            list_rv, items = self.store.rv, self.store.items(rt.key, ns)
+            list_rv = self.store.rv
+            items = self.store.list_from(rt.key, ns, list_rv, keep=bool(limit))
         # As etcd paging does: stop once the page is full and another key follows; the continue key is the last
         # key returned, and remainingItemCount is only known when no selector filtered the keys.
         page, more, last = [], False, -1

@@ -19,7 +19,7 @@ from burstflow import kube as k
 from burstflow.clock import Clock
 from burstflow.webhook.pools.metrics import PoolMetrics
 from burstflow.webhook.pools.model import ResourcePolicy
-from burstflow.webhook.pools.placement import Decision
+from burstflow.webhook.pools.placement import PoolChoice
 from burstflow.webhook.pools.usage import Usage, reserve_batch, status_from_usage, usage_from_status, with_status
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class PolicyMissing(LedgerUnavailable):
 class _Request:
     policy: ResourcePolicy
     token: str
-    future: asyncio.Future[Decision]
+    future: asyncio.Future[PoolChoice]
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Ledger:
         self._delay = retry_initial
         self._queues: dict[tuple[str, str], _Queue] = {}
 
-    async def reserve(self, policy: ResourcePolicy, token: str, *, timeout: float) -> Decision:
+    async def reserve(self, policy: ResourcePolicy, token: str, *, timeout: float) -> PoolChoice:
         """Decide a new pod's placement and, when it is placed, count it under `token` before returning.
 
         Raises LedgerUnavailable when no write succeeded within `timeout` seconds (the request is then
@@ -69,7 +69,7 @@ class Ledger:
         reservation timeout when no pod carries the token).
         """
         queue = self._queues.setdefault(policy.key, _Queue())
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[PoolChoice] = asyncio.get_running_loop().create_future()
         queue.waiting.append(_Request(policy, token, future))
         if queue.writer is None or queue.writer.done():
             queue.writer = asyncio.create_task(self._write_batches(policy.key), name=f"pool-ledger-{policy.key}")

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from burstflow.selectors import EVERYTHING, Selector, SelectorError, compile_selector
+from burstflow.webhook.policy import PolicyError
 from burstflow.webhook.providers import Effect, PresetError, preset
-from burstflow.webhook.selectors import EVERYTHING, Selector, SelectorError, compile_selector
 
 GROUP = "burstflow.io"
 VERSION = "v1alpha1"
@@ -35,14 +36,17 @@ TOLERATION_OPERATORS = ("Equal", "Exists")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
-class PolicyError(ValueError):
-    """A ResourcePolicy that cannot be compiled; `errors` holds one "field.path: message" per problem."""
+class ResourcePolicyError(PolicyError):
+    """A ResourcePolicy that cannot be compiled: a `PolicyError` carrying every problem found at once, `errors`
+    holding one "field.path: message" per problem."""
 
     def __init__(self, source: str, errors: Sequence[str]) -> None:
-        self.source = source
         self.errors = list(errors)
-        prefix = f"{source}: " if source else ""
-        super().__init__("; ".join(prefix + error for error in self.errors))
+        super().__init__("; ".join(self.errors), source=source)
+
+    def __str__(self) -> str:
+        prefix = f"{self.source}: " if self.source else ""
+        return "; ".join(prefix + error for error in self.errors)
 
 
 @dataclass(frozen=True)
@@ -143,13 +147,13 @@ class ResourcePolicy:
 
 
 def compile_resource_policy(obj: Any, *, source: str = "") -> ResourcePolicy:
-    """Compile a ResourcePolicy dict; raises PolicyError listing every problem with its field path.
+    """Compile a ResourcePolicy dict; raises ResourcePolicyError listing every problem with its field path.
 
     Accepts `apiVersion: burstflow.io/v1alpha1` only: a Volcengine policy converts by changing `apiVersion`.
     """
     errors: list[str] = []
     if not isinstance(obj, Mapping):
-        raise PolicyError(source, [f"expected a ResourcePolicy object, got {type(obj).__name__}"])
+        raise ResourcePolicyError(source, [f"expected a ResourcePolicy object, got {type(obj).__name__}"])
     if obj.get("apiVersion") != API_VERSION:
         errors.append(f"apiVersion: expected {API_VERSION!r}, got {obj.get('apiVersion')!r}")
     if obj.get("kind") != KIND:
@@ -171,7 +175,7 @@ def compile_resource_policy(obj: Any, *, source: str = "") -> ResourcePolicy:
         source = f"ResourcePolicy {namespace}/{name}"
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
-        raise PolicyError(source, errors + ["spec: required"])
+        raise ResourcePolicyError(source, errors + ["spec: required"])
 
     selector = _selector(spec.get("selector"), "spec.selector", errors)
     subsets: list[Subset] = []
@@ -192,7 +196,7 @@ def compile_resource_policy(obj: Any, *, source: str = "") -> ResourcePolicy:
     when_all_full = _choice(spec, "whenAllFull", WHEN_ALL_FULL, UNPLACED, "spec", errors)
     when_unavailable = _choice(spec, "whenUnavailable", WHEN_UNAVAILABLE, DENY, "spec", errors)
     if errors:
-        raise PolicyError(source, errors)
+        raise ResourcePolicyError(source, errors)
     return ResourcePolicy(namespace=namespace, name=name, selector=selector, subsets=tuple(subsets),
                           when_all_full=when_all_full, when_unavailable=when_unavailable, generation=generation)
 

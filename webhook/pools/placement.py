@@ -11,7 +11,7 @@ from burstflow.webhook.policy import Profile, toleration_key
 from burstflow.webhook.providers import VCI_BURST, Effect, enforced_to_vci
 from burstflow.webhook.pools.model import (DO_NOT_SCHEDULE, LAST_POOL, POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION,
                                  UNPLACED, ResourcePolicy, Subset)
-from burstflow.webhook.selectors import Requirement, Selector
+from burstflow.selectors import Requirement, Selector
 
 # The label Argo's controller puts on every workflow pod (what BurstProfiles' workflowPodsOnly looks for).
 WORKFLOW_POD_LABEL = "workflows.argoproj.io/workflow"
@@ -21,7 +21,7 @@ LEAVE_UNPLACED = "unplaced"
 DENY = "deny"
 
 @dataclass(frozen=True)
-class Decision:
+class PoolChoice:
     """`action` is place (into `subset`, an index), unplaced, or deny; `over_max` marks a LastPool overflow."""
 
     action: str
@@ -39,7 +39,7 @@ def effective_maxes(policy: ResourcePolicy, placed: Sequence[int], unplaced: int
     return [subset.effective_max(managed) for subset in policy.subsets]
 
 
-def decide(policy: ResourcePolicy, placed: Sequence[int], unplaced: int = 0) -> Decision:
+def choose_pool(policy: ResourcePolicy, placed: Sequence[int], unplaced: int = 0) -> PoolChoice:
     """The first subset below its effective max; when all are full, the policy's `whenAllFull` choice.
 
     `placed[i]` is subset i's count (reservations + pods) before this pod; `unplaced` counts the policy's pods
@@ -48,15 +48,15 @@ def decide(policy: ResourcePolicy, placed: Sequence[int], unplaced: int = 0) -> 
     maxes = effective_maxes(policy, placed, unplaced)
     for index, limit in enumerate(maxes):
         if limit is None or placed[index] < limit:
-            return Decision(PLACE, index)
+            return PoolChoice(PLACE, index)
     summary = ", ".join(f"{s.name} {placed[i]}/{maxes[i]}" for i, s in enumerate(policy.subsets))
     message = f"every pool of ResourcePolicy {policy.namespace}/{policy.name} is full ({summary})"
     if policy.when_all_full == LAST_POOL:
-        return Decision(PLACE, len(policy.subsets) - 1, over_max=True,
+        return PoolChoice(PLACE, len(policy.subsets) - 1, over_max=True,
                         message=f"{message}; placed in the last pool over its max (whenAllFull: LastPool)")
     if policy.when_all_full == UNPLACED:
-        return Decision(LEAVE_UNPLACED, message=f"{message}; left unplaced (whenAllFull: Unplaced)")
-    return Decision(DENY, message=f"{message}; retry later")
+        return PoolChoice(LEAVE_UNPLACED, message=f"{message}; left unplaced (whenAllFull: Unplaced)")
+    return PoolChoice(DENY, message=f"{message}; retry later")
 
 
 def previous_placement(pod: Mapping[str, Any], policy: ResourcePolicy) -> tuple[str, int | None] | None:

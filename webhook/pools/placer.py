@@ -9,7 +9,7 @@ from typing import Any
 from burstflow.webhook.pools import metrics as m
 from burstflow.webhook.pools.ledger import Ledger, LedgerUnavailable, PolicyMissing
 from burstflow.webhook.pools.model import LAST_POOL, ResourcePolicy
-from burstflow.webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, Decision, mark_unplaced,
+from burstflow.webhook.pools.placement import (DENY, LEAVE_UNPLACED, PLACE, PoolChoice, mark_unplaced,
                                      previous_placement, select_policy, shape_pod)
 
 # Default bound on waiting for a counted decision. The webhook's own timeoutSeconds (manifests: 10 s) must leave
@@ -54,8 +54,8 @@ class PoolPlacer:
         if previous is not None:
             token, index = previous
             if index is None:
-                return self._finish(policy, Decision(LEAVE_UNPLACED), pod, token, m.REUSED, warnings)
-            return self._finish(policy, Decision(PLACE, index), pod, token, m.REUSED, warnings)
+                return self._finish(policy, PoolChoice(LEAVE_UNPLACED), pod, token, m.REUSED, warnings)
+            return self._finish(policy, PoolChoice(PLACE, index), pod, token, m.REUSED, warnings)
         token = self.new_token()
         try:
             if dry_run:
@@ -75,12 +75,12 @@ class PoolPlacer:
             last = len(policy.subsets) - 1
             note = (f"pool counts unavailable ({reason}); placed in {policy.subsets[last].name} without a "
                     f"reservation (whenUnavailable: LastPool)")
-            return self._finish(policy, Decision(PLACE, last, message=note), pod, token, m.UNRESERVED, warnings)
+            return self._finish(policy, PoolChoice(PLACE, last, message=note), pod, token, m.UNRESERVED, warnings)
         message = (f"pool counts for ResourcePolicy {policy.namespace}/{policy.name} unavailable ({reason}); "
                    f"retry later (whenUnavailable: Deny)")
-        return self._finish(policy, Decision(DENY, message=message), pod, token, m.DENIED, warnings)
+        return self._finish(policy, PoolChoice(DENY, message=message), pod, token, m.DENIED, warnings)
 
-    def _finish(self, policy: ResourcePolicy, decision: Decision, pod: Mapping[str, Any], token: str, result: str,
+    def _finish(self, policy: ResourcePolicy, decision: PoolChoice, pod: Mapping[str, Any], token: str, result: str,
                 warnings: list[str]) -> Placement:
         notes = tuple(warnings) + ((decision.message,) if decision.message and decision.action != DENY else ())
         if decision.action == DENY:

@@ -19,18 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from burstflow.webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION, ResourcePolicy
-from burstflow.webhook.pools.placement import LEAVE_UNPLACED, PLACE, Decision, decide
-from burstflow.timefmt import format_time as _format_time, parse_time
+from burstflow.webhook.pools.placement import LEAVE_UNPLACED, PLACE, PoolChoice as Decision, choose_pool as decide
+from burstflow.timefmt import format_time, parse_time
 
 FINISHED_PHASES = ("Succeeded", "Failed")
 FULL_CONDITION = "Full"
 # The bucket key for pods left unplaced; subset names are never empty.
 UNPLACED_BUCKET = ""
-
-
-def format_time(when: datetime) -> str:
-    """Whole seconds, as metav1.Time: reservation ages are compared in seconds, and reservations are grouped by it."""
-    return _format_time(when.replace(microsecond=0))
 
 
 @dataclass
@@ -55,7 +50,8 @@ class Usage:
         return decide(policy, self.placed(policy), self.unplaced)
 
     def reserve(self, subset: str, token: str, now: datetime) -> None:
-        self.reservations.setdefault(subset, {})[token] = format_time(now)
+        # Whole seconds (truncated): reservation ages are compared in seconds, and reservations are grouped by it.
+        self.reservations.setdefault(subset, {})[token] = format_time(now, timespec="seconds")
 
     def holder(self, token: str) -> str | None:
         """The bucket whose reservations hold `token`, if any."""
@@ -278,7 +274,7 @@ def status_from_usage(policy: ResourcePolicy, usage: Usage, *, now: datetime, pr
     condition = {"type": FULL_CONDITION, "status": "True" if full else "False",
                  "reason": "AllPoolsFull" if full else "RoomAvailable",
                  "message": decision.message if full else f"next pod goes to {policy.subsets[decision.subset].name}",
-                 "lastTransitionTime": format_time(now)}
+                 "lastTransitionTime": format_time(now, timespec="seconds")}
     old = _condition(previous, FULL_CONDITION)
     if old and old.get("status") == condition["status"] and old.get("lastTransitionTime"):
         condition["lastTransitionTime"] = old["lastTransitionTime"]

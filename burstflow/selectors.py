@@ -1,24 +1,33 @@
-"""Kubernetes label selectors (matchLabels + matchExpressions), compiled once and matched against label maps."""
+"""Kubernetes label selectors, compiled once into a `Selector`: from a `metav1.LabelSelector` object
+(matchLabels + matchExpressions, as in policies and webhook configurations) or from the list/watch query string
+(`a=b,c in (d),!e`, as the local API endpoint receives it), both matched against label maps the same way."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from burstflow.crdschema import FieldError
+
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+# An optional DNS-subdomain prefix and "/", then a name of alphanumerics, '-', '_' and '.' (a qualified name).
+_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                  r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_SET_REQUIREMENT = re.compile(r"^(\S+?)\s+(in|notin)\s*\((.*)\)$")
+_EQUALITY_REQUIREMENT = re.compile(r"^([^=!\s]+)\s*(==|=|!=)\s*(.*)$")
 
 
-class SelectorError(ValueError):
-    """A selector that is not a valid `metav1.LabelSelector`; `path` is relative to the selector."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message
+class SelectorError(FieldError):
+    """A selector that is not valid; `path` is relative to the selector object (empty for a query string, whose
+    message is worded as kube-apiserver words it)."""
 
 
 @dataclass(frozen=True)
 class Requirement:
+    """One requirement in `metav1.LabelSelectorRequirement` terms; the query string's `=` is a one-value `In`
+    and its `!=` a one-value `NotIn` (both match objects without the label, as the API server does)."""
+
     key: str
     operator: str
     values: frozenset[str] = frozenset()
@@ -37,7 +46,7 @@ class Requirement:
 class Selector:
     """A compiled label selector: every requirement must hold (AND), as in Kubernetes.
 
-    An empty selector (`{}`) matches every label set, including an empty one.
+    An empty selector (`{}`, or an empty query string) matches every label set, including an empty one.
 
     Matching runs on every admission for every profile, so the requirements are also grouped, once, into checks
     that run as single C-level set operations on the label map: `key = value` pairs (matchLabels and one-value
@@ -95,6 +104,9 @@ class Selector:
 EVERYTHING = Selector()
 
 
+# --- metav1.LabelSelector objects -------------------------------------------------------------------------------
+
+
 def compile_selector(raw: Any) -> Selector:
     """Compile a `metav1.LabelSelector` dict; raises SelectorError naming the offending field.
 
@@ -141,3 +153,57 @@ def compile_requirement(raw: Any, path: str) -> Requirement:
     if operator in ("Exists", "DoesNotExist") and values:
         raise SelectorError(f"{path}.values", f"must be empty for operator {operator}")
     return Requirement(key, operator, frozenset(values))
+
+
+# --- the list/watch query string --------------------------------------------------------------------------------
+
+
+def _split_top_level(text: str) -> list[str]:
+    """`text` split at the commas outside parentheses (a set requirement's values have their own commas)."""
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def _check_key(key: str, text: str) -> str:
+    if not key or not _KEY.match(key):
+        raise SelectorError("", f'unable to parse requirement: invalid label key "{key}" in selector "{text}"')
+    return key
+
+
+def parse_label_selector(text: str | None) -> Selector:
+    """Parse the `labelSelector` query parameter, `a=b,c!=d,e in (f,g),h notin (i),j,!k`; an empty one matches
+    everything. Raises SelectorError worded as kube-apiserver's 400 message."""
+    if not text or not text.strip():
+        return EVERYTHING
+    requirements = []
+    for raw in _split_top_level(text):
+        part = raw.strip()
+        if not part:
+            raise SelectorError("", f'unable to parse requirement: found \'\', expected: identifier in selector '
+                                    f'"{text}"')
+        if match := _SET_REQUIREMENT.match(part):
+            values = frozenset(v.strip() for v in match.group(3).split(",") if v.strip())
+            operator = "In" if match.group(2) == "in" else "NotIn"
+            requirements.append(Requirement(_check_key(match.group(1), text), operator, values))
+        elif part.startswith("!"):
+            requirements.append(Requirement(_check_key(part[1:].strip(), text), "DoesNotExist"))
+        elif match := _EQUALITY_REQUIREMENT.match(part):
+            operator = "NotIn" if match.group(2) == "!=" else "In"
+            requirements.append(Requirement(_check_key(match.group(1), text), operator,
+                                            frozenset((match.group(3).strip(),))))
+        elif re.search(r"[\s()=!]", part):
+            raise SelectorError("", f'unable to parse requirement: unexpected text in selector "{text}": "{part}"')
+        else:
+            requirements.append(Requirement(_check_key(part, text), "Exists"))
+    return Selector(tuple(requirements))
