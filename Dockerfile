@@ -14,8 +14,13 @@ COPY cron/ cron/
 COPY manifests/base/crds/ manifests/base/crds/
 COPY policies/ policies/
 # A virtualenv holding only the runtime dependencies (no test extras); the build tools stay in this stage.
+# The wheel's local Kubernetes API endpoint (burstflow.apisim) and `make demo` (burstflow.demo) serve development
+# and tests; no service imports them (tests/test_architecture.py), so the image leaves them out: a production pod
+# carries no unauthenticated test API server.
 RUN python -m venv /opt/burstflow \
-    && /opt/burstflow/bin/pip install --no-cache-dir /src
+    && /opt/burstflow/bin/pip install --no-cache-dir /src \
+    && rm -r /opt/burstflow/lib/python3.11/site-packages/burstflow/apisim \
+             /opt/burstflow/lib/python3.11/site-packages/burstflow/demo
 
 FROM python:3.11-slim-bookworm
 # A fixed numeric UID, so `runAsNonRoot` can be verified by the kubelet without reading /etc/passwd.

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from burstflow import kube
+
 DEFAULT_SERVICE = "burstflow-webhook"
 DEFAULT_NAMESPACE = "burstflow-system"
 DEFAULT_SECRET = "burstflow-webhook-tls"
@@ -268,8 +270,6 @@ async def install(*, kubeconfig: str | None, out_dir: Path) -> list[str]:
     """Apply `out_dir`'s Secret (create, or replace the existing one) and set caBundle on the webhooks named in its
     patch, through the API. Returns what was done, one line each. Needs rights the services do not have (secrets).
     """
-    from burstflow import kube
-
     secrets = kube.Resource("", "v1", "secrets", "Secret")
     secret = yaml.safe_load((out_dir / "secret.yaml").read_text())
     patch = yaml.safe_load((out_dir / "cabundle-patch.yaml").read_text())
@@ -330,8 +330,6 @@ def _default_kubeconfig() -> str | None:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from burstflow import kube
-
     out_dir = Path(args.out)
     for needed in ("secret.yaml", "cabundle-patch.yaml"):
         if not (out_dir / needed).is_file():

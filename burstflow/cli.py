@@ -1,4 +1,6 @@
-"""The `burstflow` command: one argparse tree; each service registers its own subcommands."""
+"""The `burstflow` command: one argparse tree; each service registers its own subcommands.
+
+The composition root (docs/development/architecture.md): it may import both services; nothing below imports it."""
 from __future__ import annotations
 
 import argparse
@@ -6,13 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from burstflow import data
+from burstflow.certs import register as register_certs
+from burstflow.cron.cli import register as register_cron
+from burstflow.webhook.cli import register as register_webhook
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from burstflow.cron.cli import register as register_cron
-    from burstflow.certs import register as register_certs
-    from burstflow.webhook.cli import register as register_webhook
-
     parser = argparse.ArgumentParser(
         prog="burstflow",
         description="Argo Workflows on serverless containers: admission webhook, resource pools and cron service.",

@@ -170,11 +170,19 @@ def test_the_build_steps_install_a_working_burstflow_without_test_packages(tmp_p
     assert not installed & test_only, f"test-only packages in the image: {sorted(installed & test_only)}"
     assert "burstflow" in installed
     # Installed as a regular package (not editable): the code lives in the venv, not in the build context.
-    probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import burstflow, webhook, cron; "
-                            "print(burstflow.__file__, webhook.__file__, cron.__file__)"],
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import burstflow, burstflow.webhook.server, "
+                            "burstflow.cron.runner as cron; print(burstflow.__file__, burstflow.webhook.server.__file__, "
+                            "cron.__file__)"],
                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr
     assert all(path.startswith(str(venv)) for path in probe.stdout.split())
+    # One top-level package, and no local API endpoint or demo in the image.
+    site = Path(probe.stdout.split()[0]).parent.parent
+    assert not (site / "webhook").exists() and not (site / "cron").exists()
+    for left_out in ("burstflow.apisim", "burstflow.demo"):
+        absent = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {left_out}"],
+                                capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert "ModuleNotFoundError" in absent.stderr, f"{left_out} is in the image"
 
     # The image's commands work on the example policies, from outside the build context (as in the pod).
     outside = tmp_path / "elsewhere"

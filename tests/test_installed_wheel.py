@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import zipfile
+from pathlib import Path
 from contextlib import redirect_stderr, redirect_stdout
 
 from burstflow.cli import main as burstflow_in_tree
@@ -42,7 +43,7 @@ def test_the_wheel_carries_the_crds_and_example_policies_as_files(installed_burs
 # (a process start costs seconds here); the executable itself is exercised by the tests below and by tests/e2e.
 EVERY_FILE = """
 import contextlib, io, json, sys
-import burstflow, webhook, cron
+import burstflow, burstflow.webhook as webhook, burstflow.cron as cron
 from burstflow import data
 from burstflow.cli import main
 def run(*argv):
@@ -68,6 +69,9 @@ def test_every_policy_file_validates_and_mutates_as_in_the_source_tree(installed
     answers = json.loads(result.stdout)
     # The code and the data it read came from the virtualenv, not from the checkout.
     assert all(path.startswith(str(installed_burstflow.venv)) for path in answers["where"]), answers["where"]
+    # One top-level package: the services are inside burstflow/, nothing named webhook or cron beside it.
+    site = Path(answers["where"][0]).parent.parent
+    assert not (site / "webhook").exists() and not (site / "cron").exists(), sorted(p.name for p in site.iterdir())
     for path in files:
         assert answers["validate"][path] == list(in_tree("policies", "validate", path)), path
         assert answers["validate"][path][0] == 0, answers["validate"][path]

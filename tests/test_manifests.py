@@ -51,6 +51,7 @@ def workdir(tmp_path_factory) -> Path:
     """A copy of manifests/ with the self-signed overlay's certificates generated, as a user would have it."""
     root = tmp_path_factory.mktemp("manifests") / "manifests"
     shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns("generated"))
+    shutil.copytree(ROOT / "policies", root.parent / "policies")  # manifests/examples renders ../../policies
     certs.generate(root / "overlays/self-signed/generated", now=NOW)
     return root
 
@@ -499,14 +500,12 @@ def test_examples_opt_a_namespace_in_and_validate_against_our_crds(rendered):
     assert {"BurstProfile", "ResourcePolicy"} <= kinds
 
 
-def test_example_policies_are_unchanged_copies_of_policies_dir():
-    copies = sorted((MANIFESTS / "examples/policies").glob("*.yaml"))
-    assert copies
-    for copy_path in copies:
-        original = ROOT / "policies" / copy_path.name
-        assert original.is_file(), f"{copy_path.name} no longer exists in policies/: remove the copy"
-        assert copy_path.read_bytes() == original.read_bytes(), \
-            f"manifests/examples/policies/{copy_path.name} differs: cp policies/{copy_path.name} manifests/examples/policies/"
+def test_examples_are_the_policies_directory_itself():
+    """One examples directory: manifests/examples renders policies/ through its Kustomization, no copies."""
+    assert not (MANIFESTS / "examples/policies").exists()
+    listed = yaml.safe_load((ROOT / "policies/Kustomization").read_text())["resources"]
+    assert all((ROOT / "policies" / name).is_file() for name in listed)
+    assert "../../policies" in yaml.safe_load((MANIFESTS / "examples/kustomization.yaml").read_text())["resources"]
 
 
 def test_example_resource_policies_live_in_the_opted_in_namespace(rendered):

@@ -1,7 +1,7 @@
 """The pool demo end to end: pods created through the API, the API calling the webhook over HTTPS, counted per pool."""
 from __future__ import annotations
 
-from burstflow.webhook.pools.demo import run_pool_demo
+from burstflow.demo.pools import run_pool_demo
 
 
 async def test_demo_places_30_pods_in_pool_order():

@@ -29,7 +29,7 @@ from tests.tls import TlsFiles
 from burstflow.webhook.admitter import (SERVICE_ACCOUNT_NAMESPACE, ClusterServices, PodAdmitter, from_settings,
                               resolve_cluster_mode)
 from burstflow.webhook.metrics import WebhookMetrics
-from burstflow.webhook.pools.demo import webhook_configuration, workflow_pod
+from burstflow.demo.pools import webhook_configuration, workflow_pod
 from burstflow.webhook.pools.model import POOL_LABEL
 from burstflow.webhook.server import Server, serve
 from burstflow.webhook.settings import WebhookSettings

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from burstflow.certs import TlsDir
 from burstflow import data
+from burstflow.apisim import ApiSim
 from burstflow import kube as k
 from burstflow.clock import SystemClock
 from burstflow.webhook.admitter import PodAdmitter, PolicyStore
@@ -74,7 +75,6 @@ def webhook_configuration(servers: list[Server], ca_pem: bytes, *, timeout_secon
 async def run_pool_demo(*, pods: int = 30, policy_path: Path | None = None, print_fn=print) -> dict[str, int]:
     """Create `pods` workflow pods through a webhook on a local ApiSim; prints and returns the count per pool.
     `policy_path` defaults to the packaged example resourcepolicy-pools.yaml."""
-    from burstflow.apisim import ApiSim
 
     policy_path = policy_path or data.example(EXAMPLE)
     policy_obj = yaml.safe_load(policy_path.read_text())

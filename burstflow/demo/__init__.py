@@ -12,8 +12,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 
 from burstflow import data
+from burstflow.certs import TlsDir
+from burstflow.cli import main as burstflow
+from burstflow.demo.cron import run_cron_demo
+from burstflow.demo.pools import run_pool_demo
+from burstflow.webhook.admission import decode_patch
+from burstflow.webhook.admitter import PodAdmitter, store_from_paths
+from burstflow.webhook.mutate import decide
+from burstflow.webhook.server import Server
+from burstflow.webhook.settings import WebhookSettings
 
 # A copy of ../shared/fixtures/admission/pod-create-argo-workflow-pod.json (what a real kube-apiserver sent for an
 # Argo workflow pod), embedded so the demo runs from a bare clone; tests/test_demo.py checks the copy is identical.
@@ -28,15 +38,6 @@ def heading(text: str) -> None:
 
 async def webhook_demo() -> None:
     """Start the webhook on 127.0.0.1 with a fresh certificate and `policies/`, send the Argo pod through HTTPS."""
-    from prometheus_client import CollectorRegistry
-
-    from burstflow.webhook.admission import decode_patch
-    from burstflow.webhook.admitter import PodAdmitter, store_from_paths
-    from burstflow.webhook.mutate import decide
-    from burstflow.certs import TlsDir
-    from burstflow.webhook.server import Server
-    from burstflow.webhook.settings import WebhookSettings
-
     heading("1. Admission webhook: the captured Argo workflow pod, over real HTTPS")
     store = store_from_paths([str(data.path(data.EXAMPLES))])
     capture = json.loads(data.read_text(*ARGO_POD_REVIEW))
@@ -70,15 +71,11 @@ async def webhook_demo() -> None:
 
 
 async def pools_demo() -> None:
-    from burstflow.webhook.pools.demo import run_pool_demo
-
     heading("2. Resource pools: 30 workflow pods through the webhook on a local API endpoint")
     await run_pool_demo(pods=30)
 
 
 def cron_preview_demo() -> None:
-    from burstflow.cli import main as burstflow
-
     argv = ["cron", "preview", os.path.relpath(data.example(SEED_CRON)), "--from", "2026-01-05T09:58:00Z",
             "--count", "8"]
     heading("3. burstflow " + " ".join(argv) + "   (the Argo 3.6 seed example)")
@@ -86,8 +83,6 @@ def cron_preview_demo() -> None:
 
 
 async def cron_service_demo() -> None:
-    from burstflow.cron.demo import run_cron_demo
-
     heading("4. Cron service: the seed CronWorkflow on a local API endpoint, in accelerated time")
     await run_cron_demo()
 
@@ -100,6 +95,3 @@ async def main() -> int:
     print("\nDone. Next: `make test`, then README.md \"Install on a cluster\".")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))

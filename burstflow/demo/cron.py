@@ -6,6 +6,7 @@ gate (3600 s since the last run) skips the ticks in between.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from burstflow import data
+from burstflow.apisim import ApiSim
 from burstflow.clock import FakeClock
 from burstflow.kube import CRDS, CRON_WORKFLOWS, NAMESPACES, WORKFLOWS, Kube
 from burstflow.cron.metrics import CronMetrics
@@ -58,7 +60,6 @@ async def run_cron_demo(*, hours: float = 11.0, out: TextIO | None = None, seed:
     Returns a summary: `created` (Workflow names), `skipped` (reason -> count), `phase` and `condition` (the
     CronWorkflow's final phase and Completed message).
     """
-    from burstflow.apisim import ApiSim
 
     out = out or sys.stdout
     seed = seed or data.example(SEED)
@@ -89,7 +90,6 @@ async def run_cron_demo(*, hours: float = 11.0, out: TextIO | None = None, seed:
                 settings = CronSettings(namespace=NAMESPACE, leader_election=False, workers=2)
                 runner = CronRunner(kube=kube, clock=clock, settings=settings,
                                     metrics=CronMetrics(CollectorRegistry()))
-                import asyncio
 
                 task = asyncio.get_running_loop().create_task(runner.run())
                 ended: set[str] = set()
