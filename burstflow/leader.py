@@ -21,6 +21,8 @@ from typing import Any
 from burstflow.aio import cancel_and_wait
 from burstflow.clock import Clock, SystemClock
 from burstflow.kube import LEASES, AlreadyExists, Conflict, Kube, KubeError, NotFound
+from burstflow.logs import fields
+from burstflow.timefmt import format_time
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ def _show(value: object) -> str:
 
 
 def _micro_time(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A Lease's MicroTime (`renewTime`, `acquireTime`): RFC 3339 in UTC, always six fraction digits."""
+    return format_time(when, timespec="microseconds")
 
 
 class LeaderElector:
@@ -115,6 +118,11 @@ class LeaderElector:
     # ------------------------------------------------------------------------------------------------ state
 
     @property
+    def _context(self) -> dict[str, Any]:
+        """The `extra=` of this elector's log lines: the Lease, and who is asking."""
+        return fields(namespace=self.namespace, name=self.name, kind="Lease", identity=self.identity)
+
+    @property
     def is_leader(self) -> bool:
         return (self._leading and self._renewed_at is not None
                 and self.clock.now() < self._renewed_at + timedelta(seconds=self.renew_deadline))
@@ -143,10 +151,11 @@ class LeaderElector:
         if leading:
             self._leader_event.set()
             self.transitions += 1
-            log.info("%s: became leader of lease %s/%s", self.identity, self.namespace, self.name)
+            log.info("%s: became leader of lease %s/%s", self.identity, self.namespace, self.name, extra=self._context)
         else:
             self._leader_event.clear()
-            log.info("%s: no longer leader of lease %s/%s", self.identity, self.namespace, self.name)
+            log.info("%s: no longer leader of lease %s/%s", self.identity, self.namespace, self.name,
+                     extra=self._context)
         if self.on_change is not None:
             try:
                 self.on_change(leading)
@@ -220,12 +229,12 @@ class LeaderElector:
                     break
                 if self.observed_holder not in ("", self.identity):
                     log.warning("%s: lease %s/%s is now held by %s; stepping down", self.identity,
-                                self.namespace, self.name, self.observed_holder)
+                                self.namespace, self.name, self.observed_holder, extra=self._context)
                     return
                 assert self._renewed_at is not None
                 if self.clock.now() >= self._renewed_at + timedelta(seconds=self.renew_deadline):
                     log.warning("%s: could not renew lease %s/%s within %ss; stepping down", self.identity,
-                                self.namespace, self.name, self.renew_deadline)
+                                self.namespace, self.name, self.renew_deadline, extra=self._context)
                     return
                 await self.clock.sleep(self.retry_period)
 
@@ -272,7 +281,8 @@ class LeaderElector:
             await self._reread(now)
             return False
         except KubeError as exc:
-            log.warning("%s: lease %s/%s attempt failed: %s", self.identity, self.namespace, self.name, exc)
+            log.warning("%s: lease %s/%s attempt failed: %s", self.identity, self.namespace, self.name, exc,
+                        extra=self._context)
             return False
 
     def _expired(self, lease: dict, now: datetime) -> bool:
@@ -294,7 +304,7 @@ class LeaderElector:
         try:
             self._observe(await self.kube.get(LEASES, self.name, namespace=self.namespace), now)
         except KubeError as exc:
-            log.debug("%s: re-reading lease after conflict failed: %s", self.identity, exc)
+            log.debug("%s: re-reading lease after conflict failed: %s", self.identity, exc, extra=self._context)
 
     def _new_lease(self, now: datetime) -> dict:
         stamp = _micro_time(now)
@@ -314,6 +324,7 @@ class LeaderElector:
         try:
             released = await self.kube.replace(LEASES, dict(self._observed, spec=spec), namespace=self.namespace)
             self._observe(released, now, written=True)
-            log.info("%s: released lease %s/%s", self.identity, self.namespace, self.name)
+            log.info("%s: released lease %s/%s", self.identity, self.namespace, self.name, extra=self._context)
         except KubeError as exc:
-            log.warning("%s: could not release lease %s/%s: %s", self.identity, self.namespace, self.name, exc)
+            log.warning("%s: could not release lease %s/%s: %s", self.identity, self.namespace, self.name, exc,
+                        extra=self._context)

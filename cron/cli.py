@@ -1,4 +1,4 @@
-"""`burstflow cron ...` subcommands: `preview` (no cluster) and `run` (the service, implemented in cron.runner)."""
+"""`burstflow cron ...` subcommands: `preview` (no cluster) and `run` (the service, see cron/app.py)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,11 @@ import sys
 from datetime import datetime, timezone
 
 import yaml
+
+from burstflow.timefmt import parse_time
+
+from burstflow.cron.app import add_run_arguments, run_command
+from burstflow.cron.preview import PreviewError, preview, render_table
 
 
 def register(commands) -> None:
@@ -22,28 +27,17 @@ def register(commands) -> None:
     preview.add_argument("-o", "--output", choices=("table", "json"), default="table")
     preview.set_defaults(func=preview_command)
 
-    run = sub.add_parser("run", help="run the cron service (leader election, metrics on :9090)")
-    try:
-        from burstflow.cron.runner import add_run_arguments
-    except ImportError:  # the runner module is optional at parse time; its handler reports the problem
-        pass
-    else:
-        add_run_arguments(run)
-    run.set_defaults(func=_run_command)
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    from burstflow.cron.runner import run_command
-
-    return run_command(args)
+    run = sub.add_parser("run", help="run the cron service (leader election, metrics on :9090)",
+                         description="Every flag overrides its BURSTFLOW_CRON_* variable.")
+    add_run_arguments(run)
+    run.set_defaults(func=run_command)
 
 
 def _parse_start(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r} (e.g. 2026-03-08T00:00:00Z)") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    value = parse_time(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r} (e.g. 2026-03-08T00:00:00Z)")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -58,8 +52,6 @@ def _positive(text: str) -> int:
 
 def preview_command(args: argparse.Namespace) -> int:
     """Exit 0 with the rows; 1 with every field-path error for an invalid file; 2 for an unreadable file."""
-    from burstflow.cron.preview import PreviewError, preview, render_table
-
     try:
         text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
         obj = yaml.safe_load(text)

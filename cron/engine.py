@@ -24,17 +24,14 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from burstflow.timefmt import format_time, parse_time  # noqa: F401  (re-exported for cron's modules)
+from burstflow.timefmt import format_time, parse_time
 
 from burstflow.cron.expressions import ExpressionError, variables
 from burstflow.cron.spec import ConcurrencyPolicy, CronSpec
-from burstflow.cron.workflow import workflow_name
+from burstflow.cron.workflow import SCHEDULED_TIME_ANNOTATION, WORKFLOW_API_VERSION, workflow_name
 
-WORKFLOW_API_VERSION = "argoproj.io/v1alpha1"
-CRON_LABEL = "workflows.argoproj.io/cron-workflow"
 COMPLETED_LABEL = "cronworkflows.argoproj.io/completed"
 LAST_USED_SCHEDULE_ANNOTATION = "cronworkflows.argoproj.io/last-used-schedule"
-SCHEDULED_TIME_ANNOTATION = "workflows.argoproj.io/scheduled-time"
 # Kubernetes CronJob v2 warns (`TooManyMissedTimes`) above this many missed times, and still runs only the latest.
 MISSED_WARNING_THRESHOLD = 100
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from burstflow.cron.engine import CronStatus, evaluate_stop, format_time, parse_time
+from burstflow.timefmt import format_time, parse_time
+from burstflow.cron.engine import CronStatus, evaluate_stop
 from burstflow.cron.expressions import ExpressionError, variables
 from burstflow.cron.spec import CronSpec, parse_cron_workflow
 

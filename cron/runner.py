@@ -25,27 +25,20 @@ stale status never overwrites a newer one.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import heapq
 import itertools
-import json
 import logging
-import os
-import signal
-import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from burstflow.cel import PYTHON as PYTHON_CEL
-from burstflow.clock import Clock, SystemClock
-from burstflow.timefmt import parse_time
-from burstflow.leader import LeaderElector
+from burstflow.clock import Clock
 from burstflow.kube import (
     CRON_WORKFLOWS,
     WORKFLOWS,
@@ -60,12 +53,17 @@ from burstflow.kube import (
     WatchEvent,
     object_key,
 )
+from burstflow.logs import fields
+from burstflow.timefmt import format_time, parse_time
+
 from burstflow.cron import engine
-from burstflow.cron.engine import CRON_LABEL, SCHEDULED_TIME_ANNOTATION, Child, CronStatus, Plan
+from burstflow.cron.engine import Child, CronStatus, Plan
+from burstflow.cron.gates import StatusWriteGates
+from burstflow.cron.leader import CronLeaderElector
 from burstflow.cron.metrics import CronMetrics
 from burstflow.cron.settings import CronSettings
 from burstflow.cron.spec import ParseResult, parse_cron_workflow
-from burstflow.cron.workflow import build_workflow
+from burstflow.cron.workflow import CRON_LABEL, SCHEDULED_TIME_ANNOTATION, build_workflow
 
 log = logging.getLogger("burstflow.cron")
 
@@ -135,28 +133,6 @@ def _newer(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> Mapping[
     return b
 
 
-class CronLeaderElector(LeaderElector):
-    """The Lease election, plus what a new leader must know to tell on-time runs from catch-ups after a failover.
-
-    While standing by, the elector records (on its own clock, `last_seen_renewal`) the last time it saw another
-    holder's Lease record change: that holder was scheduling then. On taking over soon after (the lease expired or
-    was released), scheduling has been continuous since about then, so ticks in between are on-time runs, not
-    catch-ups bound by `startingDeadlineSeconds`; after a long outage (no live holder seen recently) the new
-    leader's own start is the boundary.
-    """
-
-    def observed_since(self, now: datetime) -> datetime:
-        """Where continuous scheduling began, as seen at takeover time `now`."""
-        # The last change we saw can be one jittered retry period after the holder's real last renewal, and a
-        # holder keeps deciding for up to renew_deadline after it; a failover takes at most lease_duration plus
-        # one jittered retry period after the last change we saw.
-        slack = self.retry_period * (1 + self.jitter)
-        seen = self.last_seen_renewal
-        if seen is not None and now - seen <= timedelta(seconds=self.lease_duration + 2 * slack):
-            return seen - timedelta(seconds=slack)
-        return now
-
-
 @dataclass
 class _Outcome:
     """What one decision did, for logs, metrics and the caller's retry logic."""
@@ -200,7 +176,7 @@ class CronRunner:
         clock: Clock,
         settings: CronSettings,
         metrics: CronMetrics,
-        elector: Any | None = None,
+        elector: CronLeaderElector | None = None,
     ) -> None:
         self.kube = kube
         self.clock = clock
@@ -224,11 +200,7 @@ class CronRunner:
         self._seq = itertools.count()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._writes: asyncio.Queue[tuple[Key, _Decided]] = asyncio.Queue()
-        self._drained = asyncio.Event()  # no decision is queued: every status writer may write
-        self._trickle = asyncio.Event()  # the ungated status writer may write (see `_open_gates`)
-        self._taken = 0
-        self._trickle_at = 0
-        self._open_gates()
+        self._gates = StatusWriteGates(workers=settings.workers, queue_empty=lambda: self._queue.empty())
         self._queued: set[Key] = set()
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
@@ -261,8 +233,7 @@ class CronRunner:
             await self.workflows.stop()
 
     async def _lead(self) -> None:
-        since = self.elector.observed_since(self.clock.now()) if hasattr(self.elector, "observed_since") else None
-        await self.start_leading(since)
+        await self.start_leading(self.elector.observed_since(self.clock.now()))
         await asyncio.Event().wait()
 
     async def start_leading(self, observed_since: datetime | None) -> None:
@@ -276,7 +247,7 @@ class CronRunner:
         self._leading = True
         self._observed_since = observed_since or self.clock.now()
         self.metrics.is_leader.labels(component="cron").set(1)
-        log.info("leading", extra={"fields": {"observed_since": self._observed_since.isoformat()}})
+        log.info("leading", extra=fields(observed_since=format_time(self._observed_since)))
         self._term_tasks = [asyncio.get_running_loop().create_task(self._timer(), name="cron-timer")]
         self._term_tasks += [
             asyncio.get_running_loop().create_task(self._worker(), name=f"cron-worker-{i}")
@@ -306,7 +277,7 @@ class CronRunner:
         self._dirty.clear()
         self._queue = asyncio.Queue()
         self._writes = asyncio.Queue()
-        self._open_gates()
+        self._gates.update()
         log.info("stopped leading")
 
     @property
@@ -442,7 +413,7 @@ class CronRunner:
             return
         self._queued.add(key)
         self._queue.put_nowait(key)
-        self._open_gates()
+        self._gates.update()
 
     def _schedule(self, key: Key, when: datetime | None) -> None:
         if when is None:
@@ -489,8 +460,7 @@ class CronRunner:
         """
         while True:
             key = await self._queue.get()
-            self._taken += 1
-            self._open_gates()
+            self._gates.decision_taken()
             self._queued.discard(key)
             self._processing.add(key)
             deferred = False
@@ -505,19 +475,12 @@ class CronRunner:
                     self._release(key)
 
     async def _status_writer(self, *, gated: bool) -> None:
-        """Finish deferred decisions (status write, counting, history deletions, Events). A gated writer starts a
-        write only while no decision is queued. The one ungated writer may also write once per `workers`
-        decisions taken while decisions are queued, so writes keep moving under a constant stream of decisions
-        (the deferral is bounded) yet take at most about one request in `workers + 1` from a burst of creates."""
+        """Finish deferred decisions (status write, counting, history deletions, Events) when the gates let this
+        writer through (`StatusWriteGates`: creates of a burst go out first, writes still keep moving)."""
         while True:
             key, decided = await self._writes.get()
             try:
-                if gated:
-                    await self._drained.wait()
-                else:
-                    await self._trickle.wait()
-                    self._trickle_at = self._taken + self.settings.workers
-                    self._open_gates()
+                await self._gates.wait(gated=gated)
                 await self._reconcile(key, decided)
             except asyncio.CancelledError:
                 raise
@@ -525,19 +488,6 @@ class CronRunner:
                 self._retry_later(key, error)
             finally:
                 self._release(key)
-
-    def _open_gates(self) -> None:
-        """Set the status writers' gates from the decision queue: all open when it is empty; otherwise only the
-        ungated writer's, and only once `workers` decisions were taken since its last write."""
-        if self._queue.empty():
-            self._drained.set()
-            self._trickle.set()
-            return
-        self._drained.clear()
-        if self._taken >= self._trickle_at:
-            self._trickle.set()
-        else:
-            self._trickle.clear()
 
     def _release(self, key: Key) -> None:
         self._processing.discard(key)
@@ -547,9 +497,9 @@ class CronRunner:
 
     def _retry_later(self, key: Key, error: Exception) -> None:
         if isinstance(error, (Unavailable, TooManyRequests)):
-            log.warning("API unavailable; retrying", extra={"fields": _key_fields(key, error=str(error))})
+            log.warning("API unavailable; retrying", extra=_fields(key, error=str(error)))
         else:
-            log.error("decision failed", exc_info=error, extra={"fields": _key_fields(key)})
+            log.error("decision failed", exc_info=error, extra=_fields(key))
         self._schedule(key, self.clock.now() + timedelta(seconds=self.settings.error_backoff_seconds))
 
     # ------------------------------------------------------------------------------------------------ decisions
@@ -607,7 +557,7 @@ class CronRunner:
             except NotFound:
                 return
             self._fresh[key] = fresh
-        log.warning("status write kept conflicting; deciding again later", extra={"fields": _key_fields(key)})
+        log.warning("status write kept conflicting; deciding again later", extra=_fields(key))
         self._enqueue(key)
 
     def _parse(self, key: Key, cron: Mapping[str, Any]) -> ParseResult:
@@ -658,7 +608,7 @@ class CronRunner:
                 self._update_gauges()
             # Times that pass while the spec is broken are not owed later (`engine.apply_recovered`).
             self._report_once(key, outcome, "Warning", "SpecError", message)
-            log.warning("invalid spec", extra={"fields": _key_fields(key, errors=list(result.errors))})
+            log.warning("invalid spec", extra=_fields(key, errors=list(result.errors)))
             return _Decided(cron=cron, original=original, status=status, outcome=outcome)
         if key in self._spec_errors:
             self._spec_errors.discard(key)
@@ -672,7 +622,7 @@ class CronRunner:
         children = self._children_of(key, meta.get("uid"))
         status, counted = engine.reconcile_children(status, children)
         for child in counted:
-            log.info("run finished", extra={"fields": _key_fields(key, workflow=child.name, phase=child.phase)})
+            log.info("run finished", extra=_fields(key, workflow=child.name, phase=child.phase))
         created_at = parse_time(meta.get("creationTimestamp")) or now
         inputs = dict(now=now, created=created_at, observed_since=self._observed_since, children=children)
         if _slow_expressions(spec):
@@ -686,7 +636,7 @@ class CronRunner:
         if decision.stop is not None:
             status = engine.apply_stopped(status, decision.stop)
             outcome.events.append(("Normal", "Stopped", decision.stop.message))
-            log.info("stopped", extra={"fields": _key_fields(key, expression=decision.stop.expression)})
+            log.info("stopped", extra=_fields(key, expression=decision.stop.expression))
         if decision.submission_error is not None:
             status = engine.apply_submission_error(status, decision.submission_error)
             self.metrics.submission_failures.labels(namespace=key[0]).inc()
@@ -704,7 +654,7 @@ class CronRunner:
             outcome.events.append(("Normal", "RunSkipped", decision.skip.message))
         if decision.adopt is not None:
             status = engine.apply_adopted(status, spec=spec, child=decision.adopt)
-            log.info("adopted existing run", extra={"fields": _key_fields(key, workflow=decision.adopt.name)})
+            log.info("adopted existing run", extra=_fields(key, workflow=decision.adopt.name))
         if decision.run is not None:
             counted = status
             status = await self._submit(key, cron, spec, status, decision, outcome)
@@ -722,7 +672,7 @@ class CronRunner:
         if stop is None:
             return status
         outcome.events.append(("Normal", "Stopped", stop.message))
-        log.info("stopped", extra={"fields": _key_fields(key, expression=stop.expression)})
+        log.info("stopped", extra=_fields(key, expression=stop.expression))
         return engine.apply_stopped(status, stop)
 
     async def _finish(self, key: Key, decided: _Decided) -> _Outcome:
@@ -734,8 +684,8 @@ class CronRunner:
         # Counted only once the decision is committed, so a conflict-and-retry never counts a skip twice.
         if decided.skip is not None:
             self.metrics.runs_skipped.labels(reason=decided.skip.reason.value).inc()
-            log.info("run skipped", extra={"fields": _key_fields(
-                key, scheduled=decided.skip.scheduled_time.isoformat(), reason=decided.skip.reason.value)})
+            log.info("run skipped", extra=_fields(
+                key, scheduled=format_time(decided.skip.scheduled_time), reason=decided.skip.reason.value))
         for child in decided.deletions:
             await self._delete_child(key, child)
         outcome.next_wakeup = decided.next_wakeup
@@ -760,7 +710,7 @@ class CronRunner:
                 # Created and deleted in between (history limit elsewhere): it existed, so the time is done.
                 existing = workflow
             self._remember_child(key, existing)
-            log.info("run already exists; adopted", extra={"fields": _key_fields(key, workflow=name)})
+            log.info("run already exists; adopted", extra=_fields(key, workflow=name))
             return engine.apply_adopted(status, spec=spec, child=Child.from_workflow(existing))
         except (Unavailable, TooManyRequests):
             raise
@@ -768,7 +718,7 @@ class CronRunner:
             message = f"Failed to submit Workflow: {error.message}"
             self.metrics.submission_failures.labels(namespace=key[0]).inc()
             outcome.events.append(("Warning", "SubmissionError", message))
-            log.warning("submission failed", extra={"fields": _key_fields(key, workflow=name, error=str(error))})
+            log.warning("submission failed", extra=_fields(key, workflow=name, error=str(error)))
             return engine.apply_submission_error(status, message)
         finally:
             if self._creating.pop((key[0], name), False) and not accounted:
@@ -779,8 +729,8 @@ class CronRunner:
         lag = (self.clock.now() - scheduled).total_seconds()
         self.metrics.scheduling_lag.observe(max(0.0, lag))
         self.metrics.runs_created.labels(namespace=key[0]).inc()
-        log.info("run created", extra={"fields": _key_fields(
-            key, workflow=name, scheduled=scheduled.isoformat(), catch_up=decision.catch_up, lag_seconds=lag)})
+        log.info("run created", extra=_fields(
+            key, workflow=name, scheduled=format_time(scheduled), catch_up=decision.catch_up, lag_seconds=lag))
         return engine.apply_created(status, spec=spec, scheduled_time=scheduled, workflow=created)
 
     def _remember_child(self, key: Key, workflow: Mapping[str, Any]) -> None:
@@ -798,7 +748,7 @@ class CronRunner:
             return
         self._remember_child(key, patched)
         self._expect_echo(WORKFLOWS.plural, patched)
-        log.info("run terminated (Replace)", extra={"fields": _key_fields(key, workflow=ref.name)})
+        log.info("run terminated (Replace)", extra=_fields(key, workflow=ref.name))
 
     async def _delete_child(self, key: Key, child: Child) -> None:
         try:
@@ -808,7 +758,7 @@ class CronRunner:
         else:
             self._expect_echo(WORKFLOWS.plural, None, deleted=True, key=(child.namespace or key[0], child.name))
         self._children.get(key, {}).pop(child.name, None)
-        log.info("history limit: deleted", extra={"fields": _key_fields(key, workflow=child.name, phase=child.phase)})
+        log.info("history limit: deleted", extra=_fields(key, workflow=child.name, phase=child.phase))
 
     async def _commit(self, key: Key, cron: Mapping[str, Any], original: CronStatus, status: CronStatus) -> bool:
         """Write what changed: status through /status, then labels/annotations through the object, each guarded
@@ -833,7 +783,7 @@ class CronRunner:
                 self._fresh[key] = current
                 self._expect_echo(CRON_WORKFLOWS.plural, current)
         except Conflict:
-            log.info("status write conflict; re-reading", extra={"fields": _key_fields(key)})
+            log.info("status write conflict; re-reading", extra=_fields(key))
             return False
         return True
 
@@ -857,166 +807,6 @@ def _metadata_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str,
     return {"metadata": patch} if patch else None
 
 
-def _key_fields(key: Key, **fields: Any) -> dict[str, Any]:
-    return {"namespace": key[0], "cronworkflow": key[1], **fields}
-
-
-# ---------------------------------------------------------------------------------------------------- the service
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the record's `fields` (see `extra=`)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", None) or {})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-class TextLogFormatter(logging.Formatter):
-    """`time level logger: message key=value ...` for a terminal."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in (getattr(record, "fields", None) or {}).items())
-        line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        line = f"{line} {fields}" if fields else line
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-def configure_logging(settings: CronSettings, stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else TextLogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `burstflow cron run`; each overrides its `BURSTFLOW_CRON_*` variable (README.md, "Running the cron service")."""
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-    parser.add_argument("--namespace", help="watch only this namespace (default: all namespaces)")
-    parser.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (default 9090)")
-    parser.add_argument("--metrics-host", help="address to serve metrics on (default 0.0.0.0)")
-    parser.add_argument("--identity", help="this replica's name in the Lease (default: pod name / hostname)")
-    parser.add_argument("--lease-namespace", help="namespace of the Lease (default: $BURSTFLOW_POD_NAMESPACE)")
-    parser.add_argument("--no-leader-election", dest="leader_election", action="store_const", const=False,
-                        help="schedule without a Lease (only when exactly one replica runs)")
-    parser.add_argument("--workers", type=int, help="CronWorkflows decided concurrently (default 32)")
-    parser.add_argument("--log-format", choices=["json", "text"], help="log format (default json)")
-    parser.add_argument("--log-level", help="log level (default INFO)")
-
-
-def _kubeconfig_path(explicit: str | None, env: Mapping[str, str]) -> str | None:
-    if explicit:
-        return explicit
-    if env.get("KUBECONFIG"):
-        return env["KUBECONFIG"].split(os.pathsep)[0]
-    if env.get("KUBERNETES_SERVICE_HOST"):
-        return None
-    default = os.path.expanduser("~/.kube/config")
-    return default if os.path.exists(default) else None
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """`burstflow cron run`: serve until SIGTERM/SIGINT. Exit code 2 for bad settings or connection config."""
-    from burstflow.cron.settings import SettingsError
-
-    try:
-        settings = CronSettings.from_env(
-            os.environ,
-            kubeconfig=_kubeconfig_path(getattr(args, "kubeconfig", None), os.environ),
-            namespace=getattr(args, "namespace", None),
-            metrics_port=getattr(args, "metrics_port", None),
-            metrics_host=getattr(args, "metrics_host", None),
-            identity=getattr(args, "identity", None),
-            lease_namespace=getattr(args, "lease_namespace", None),
-            leader_election=getattr(args, "leader_election", None),
-            workers=getattr(args, "workers", None),
-            log_format=getattr(args, "log_format", None),
-            log_level=getattr(args, "log_level", None),
-        )
-    except SettingsError as error:
-        print(f"burstflow cron run: {error}", file=sys.stderr)
-        return 2
-    configure_logging(settings)
-    try:
-        return asyncio.run(serve(settings))
-    except KeyboardInterrupt:
-        return 130
-
-
-async def serve(settings: CronSettings, *, clock: Clock | None = None, kube: Kube | None = None,
-                registry=None, stop: asyncio.Event | None = None,
-                on_ready: Callable[[int], Awaitable[None] | None] | None = None) -> int:
-    """Run the cron service until `stop` is set (or SIGTERM/SIGINT when serving for real). Returns an exit code.
-
-    Opens the Kubernetes connection unless `kube` is given, serves /metrics and /healthz on the settings' port
-    (`on_ready(bound_port)` is called once listening), campaigns for the Lease when `leader_election` is on.
-    """
-    from prometheus_client import CollectorRegistry
-
-    from burstflow.kube import ConfigError
-    from burstflow.cron.metrics import metrics_app, start_metrics_server
-
-    clock = clock or SystemClock()
-    log.info("starting", extra={"fields": {"settings": settings.redacted()}})
-    own_kube = kube is None
-    if own_kube:
-        try:
-            kube = await Kube.connect(settings.kubeconfig, clock=clock)
-        except ConfigError as error:
-            log.error("cannot connect to Kubernetes", extra={"fields": {"error": str(error)}})
-            return 2
-    registry = registry or CollectorRegistry()
-    metrics = CronMetrics(registry)
-    elector = None
-    if settings.leader_election:
-        elector = CronLeaderElector(
-            kube, name=settings.lease_name, namespace=settings.lease_namespace, identity=settings.identity,
-            clock=clock, lease_duration=settings.lease_duration_seconds,
-            renew_deadline=settings.renew_deadline_seconds, retry_period=settings.retry_period_seconds,
-        )
-    runner = CronRunner(kube=kube, clock=clock, settings=settings, metrics=metrics, elector=elector)
-    web_runner, port = await start_metrics_server(
-        metrics_app(registry, healthy=runner.healthy), host=settings.metrics_host, port=settings.metrics_port)
-    log.info("metrics listening", extra={"fields": {"port": port}})
-    if on_ready is not None:
-        maybe = on_ready(port)
-        if asyncio.iscoroutine(maybe):
-            await maybe
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-    task = loop.create_task(runner.run(), name="cron-runner")
-    stopper = loop.create_task(stop.wait())
-    try:
-        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if task.done() and task.exception() is not None:
-            log.error("runner failed", exc_info=task.exception())
-            return 1
-        return 0
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-        for pending in (task, stopper):
-            pending.cancel()
-        await asyncio.gather(task, stopper, return_exceptions=True)
-        await web_runner.cleanup()
-        if own_kube:
-            await kube.close()
-        log.info("stopped")
+def _fields(key: Key, **more: Any) -> dict[str, Any]:
+    """The `extra=` of a log line about one CronWorkflow (burstflow.logs: namespace, name, kind, then `more`)."""
+    return fields(namespace=key[0], name=key[1], kind="CronWorkflow", **more)

@@ -1,130 +1,91 @@
-"""The cron service's settings: one frozen dataclass built from environment variables (and CLI overrides)."""
+"""The cron service's settings: one frozen dataclass, each field a `--flag` and a `BURSTFLOW_CRON_<FIELD>` variable."""
 from __future__ import annotations
 
-import dataclasses
-import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 from burstflow.leader import check_lease_durations
+from burstflow.logs import LOG_FORMATS, LOG_LEVELS
+from burstflow.settings import Settings, SettingsError, setting
 
-PREFIX = "BURSTFLOW_CRON_"
-
-
-class SettingsError(ValueError):
-    """An environment variable with a value the service cannot use; the message names the variable."""
-
-
-# Variables shared by every Burstflow service (manifests/base/*.yaml set them from the downward API).
-SHARED_NAMES = {
-    "BURSTFLOW_METRICS_PORT": "metrics_port",
-    "BURSTFLOW_POD_NAME": "identity",
-    "BURSTFLOW_POD_NAMESPACE": "lease_namespace",
-    "POD_NAME": "identity",
-    "POD_NAMESPACE": "lease_namespace",
-}
-
-
-def _default_identity() -> str:
-    # In a Deployment the pod name is unique per replica, and the hostname is the pod name.
-    return socket.gethostname()
+__all__ = ["CronSettings", "SettingsError"]
 
 
 @dataclass(frozen=True)
-class CronSettings:
-    """Everything `burstflow cron run` can be told. Every field has a default and a reason."""
+class CronSettings(Settings):
+    """Everything `burstflow cron run` can be told: flag, then `BURSTFLOW_CRON_<FIELD>`, then the default."""
 
-    # Empty = watch CronWorkflows in every namespace (needs a ClusterRole); a name = only that namespace (a Role).
-    namespace: str = ""
-    # None = in-cluster service account when running in a pod, else ~/.kube/config.
-    kubeconfig: str | None = None
-    # Argo's controller serves metrics on 9090 and teams scrape that port with a PodMonitor.
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9090
-    # Leader election: one replica schedules, the others wait. Durations are client-go's defaults
-    # (kube-controller-manager uses the same): a crashed leader is replaced within lease_duration + retry_period.
-    leader_election: bool = True
-    lease_name: str = "burstflow-cron"
-    lease_namespace: str = "default"
-    identity: str = field(default_factory=_default_identity)
-    lease_duration_seconds: float = 15.0
-    renew_deadline_seconds: float = 10.0
-    retry_period_seconds: float = 2.0
-    # Decisions run concurrently across CronWorkflows (never two for one CronWorkflow): enough to create 1,000
-    # Workflows due in the same minute within a second against a responsive API server.
-    workers: int = 32
-    # A status write that keeps answering 409 is re-read and re-decided at most this many times in one decision;
-    # after that the key goes back into the queue (with the fresh object from the watch).
-    conflict_retries: int = 5
-    # Back-off before retrying a CronWorkflow whose decision failed on an API error (5xx, timeouts).
-    error_backoff_seconds: float = 5.0
-    # "json" for log shippers, "text" for humans at a terminal.
-    log_format: str = "json"
-    log_level: str = "INFO"
+    SERVICE: ClassVar[str] = "cron"
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], **overrides) -> "CronSettings":
-        """Read `BURSTFLOW_CRON_<FIELD>` variables (upper-case field names); `overrides` (non-None) win.
-
-        The shared variables `BURSTFLOW_METRICS_PORT`, `BURSTFLOW_POD_NAME` (identity) and `BURSTFLOW_POD_NAMESPACE`
-        (lease namespace) apply unless the `BURSTFLOW_CRON_` variable is set. Raises `SettingsError` naming the
-        variable for a value of the wrong type or out of range.
-        """
-        values: dict[str, object] = {}
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        for name, field_name in SHARED_NAMES.items():
-            if env.get(name, "").strip() and field_name not in values:
-                values[field_name] = _convert(name, env[name].strip(), types[field_name])
-        for f in dataclasses.fields(cls):
-            name = PREFIX + f.name.upper()
-            if name not in env:
-                continue
-            raw = env[name].strip()
-            values[f.name] = _convert(name, raw, f.type)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        settings.validate()
-        return settings
+    namespace: str = setting("", reason=(
+        "empty watches CronWorkflows in every namespace (needs a ClusterRole); a name watches only that namespace "
+        "(a Role is enough)"), help="watch only this namespace (default: all namespaces)")
+    kubeconfig: str | None = setting(None, reason=(
+        "None takes $KUBECONFIG, else the in-cluster service account in a pod, else ~/.kube/config"),
+        help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    metrics_host: str = setting("0.0.0.0", reason="Prometheus scrapes the pod IP",
+                                help="address to serve /metrics and /healthz on")
+    metrics_port: int = setting(9090, aliases=("BURSTFLOW_METRICS_PORT",), reason=(
+        "Argo's controller serves metrics on 9090 and teams scrape that port with a PodMonitor"),
+        help="port of /metrics and /healthz; 0 picks a free one")
+    leader_election: bool = setting(True, off_flag="--no-leader-election", reason=(
+        "one replica schedules, the others wait; off only when exactly one replica runs"),
+        help="campaign for the Lease before scheduling")
+    lease_name: str = setting("burstflow-cron", reason="one Lease per installation of the cron service",
+                              help="name of the Lease")
+    lease_namespace: str = setting("", pod="namespace", reason=(
+        "the Lease lives next to the pod: empty takes POD_NAMESPACE, else the service account's namespace, "
+        "else default"), help="namespace of the Lease (default: the pod's namespace)")
+    identity: str = setting("", pod="name", reason=(
+        "unique per replica: empty takes POD_NAME, else the host name, which in a pod is the pod name"),
+        help="this replica's name in the Lease (default: $POD_NAME, else the host name)")
+    # Durations are client-go's defaults (kube-controller-manager uses the same): a crashed leader is replaced
+    # within lease_duration + retry_period.
+    lease_duration_seconds: float = setting(15.0, reason=(
+        "client-go's default: how long the other replicas wait for a silent leader; whole seconds, as the Lease "
+        "stores it"), help="whole seconds others wait for a silent leader")
+    renew_deadline_seconds: float = setting(10.0, reason=(
+        "client-go's default: a leader that cannot renew for this long stops, before anyone else may start"),
+        help="whole seconds a leader retries a failed renewal before it stops")
+    retry_period_seconds: float = setting(2.0, reason="client-go's default: the pause between Lease attempts",
+                                          help="whole seconds between Lease attempts")
+    workers: int = setting(32, reason=(
+        "decisions run concurrently across CronWorkflows (never two for one CronWorkflow): enough to create 1,000 "
+        "Workflows due in the same minute within a second against a responsive API server"),
+        help="CronWorkflows decided concurrently")
+    conflict_retries: int = setting(5, reason=(
+        "a status write that keeps answering 409 is re-read and re-decided at most this many times in one "
+        "decision; then the key goes back into the queue with the fresh object from the watch"),
+        help="re-reads of a CronWorkflow whose status write conflicts, per decision")
+    error_backoff_seconds: float = setting(5.0, reason=(
+        "the pause before retrying a CronWorkflow whose decision failed on an API error (5xx, timeouts)"),
+        help="seconds before retrying a decision that failed on an API error")
+    log_format: str = setting("json", choices=LOG_FORMATS, reason="json for log shippers, text for a terminal",
+                              help="log line format")
+    log_level: str = setting("info", choices=LOG_LEVELS, reason="info logs every run created or skipped",
+                             help="lowest level logged")
 
     def validate(self) -> None:
-        """Raise `SettingsError` for inconsistent values (client-go's rules for the lease durations)."""
-        if not 0 < self.metrics_port < 65536 and self.metrics_port != 0:
-            raise SettingsError(f"{PREFIX}METRICS_PORT: {self.metrics_port} is not a TCP port")
+        """Raise `SettingsError` for values the service cannot use (client-go's rules for the lease durations)."""
+        if not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"{self.source('metrics_port')}: {self.metrics_port} is not a TCP port (0-65535)")
         if self.workers < 1:
-            raise SettingsError(f"{PREFIX}WORKERS: must be at least 1, not {self.workers}")
+            raise SettingsError(f"{self.source('workers')}: must be at least 1, not {self.workers}")
         if self.conflict_retries < 1:
-            raise SettingsError(f"{PREFIX}CONFLICT_RETRIES: must be at least 1, not {self.conflict_retries}")
+            raise SettingsError(f"{self.source('conflict_retries')}: must be at least 1, not {self.conflict_retries}")
+        if self.error_backoff_seconds < 0:
+            raise SettingsError(f"{self.source('error_backoff_seconds')}: must be >= 0, not "
+                                f"{self.error_backoff_seconds}")
         try:  # whole seconds >= 1 and LEASE_DURATION > RENEW_DEADLINE > RETRY_PERIOD (burstflow.leader)
             check_lease_durations(
-                lease_duration=(f"{PREFIX}LEASE_DURATION_SECONDS", self.lease_duration_seconds),
-                renew_deadline=(f"{PREFIX}RENEW_DEADLINE_SECONDS", self.renew_deadline_seconds),
-                retry_period=(f"{PREFIX}RETRY_PERIOD_SECONDS", self.retry_period_seconds))
+                lease_duration=(self.source("lease_duration_seconds"), self.lease_duration_seconds),
+                renew_deadline=(self.source("renew_deadline_seconds"), self.renew_deadline_seconds),
+                retry_period=(self.source("retry_period_seconds"), self.retry_period_seconds))
         except ValueError as error:
             raise SettingsError(str(error)) from None
-        if self.log_format not in ("json", "text"):
-            raise SettingsError(f"{PREFIX}LOG_FORMAT: must be 'json' or 'text', not {self.log_format!r}")
-
-    def redacted(self) -> dict[str, object]:
-        """The settings as logged at start-up (nothing here is secret; the kubeconfig is a path)."""
-        return dataclasses.asdict(self)
-
-
-def _convert(name: str, raw: str, kind: str):
-    kind = kind.replace(" ", "")
-    try:
-        if kind == "bool":
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected true or false, not {raw!r}")
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError as error:
-        raise SettingsError(f"{name}: {error}") from None
-    if kind == "str|None":
-        return raw or None
-    return raw
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"{self.source('log_format')}: {self.log_format!r} is not one of "
+                                f"{', '.join(LOG_FORMATS)}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(f"{self.source('log_level')}: {self.log_level!r} is not one of "
+                                f"{', '.join(LOG_LEVELS)}")

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from burstflow.timefmt import format_time
+
+WORKFLOW_API_VERSION = "argoproj.io/v1alpha1"
+# Argo's label on every Workflow a CronWorkflow created; the runner watches Workflows by it.
 CRON_LABEL = "workflows.argoproj.io/cron-workflow"
 SCHEDULED_TIME_ANNOTATION = "workflows.argoproj.io/scheduled-time"
 # The only CronWorkflow labels Argo copies to its Workflows (workflow/common/convert.go).
@@ -24,7 +28,7 @@ def workflow_name(cron_name: str, scheduled_time: datetime) -> str:
 
 def scheduled_time_text(scheduled_time: datetime) -> str:
     """RFC 3339 in UTC, second precision: `2026-03-08T07:30:00Z` (Argo formats in the controller zone, UTC)."""
-    return scheduled_time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(scheduled_time, timespec="seconds")
 
 
 def build_workflow(cron: Mapping[str, Any], scheduled_time: datetime) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def build_workflow(cron: Mapping[str, Any], scheduled_time: datetime) -> dict[st
     if workflow_metadata.get("finalizers"):
         workflow_meta["finalizers"] = list(workflow_metadata["finalizers"])
     return {
-        "apiVersion": "argoproj.io/v1alpha1",
+        "apiVersion": WORKFLOW_API_VERSION,
         "kind": "Workflow",
         "metadata": workflow_meta,
         "spec": copy.deepcopy(dict(spec.get("workflowSpec") or {})),

@@ -20,7 +20,8 @@ from burstflow.kube import CRON_WORKFLOWS, NAMESPACES, WORKFLOWS, NotFound
 from burstflow.cron.metrics import CronMetrics
 from burstflow.cron.runner import CronRunner
 from burstflow.cron.settings import CronSettings
-from tests.test_cron_runner import CRON_LABEL, WORKFLOW_SPEC, Service, env  # noqa: F401  (the `env` fixture)
+from burstflow.cron.workflow import CRON_LABEL
+from tests.test_cron_runner import WORKFLOW_SPEC, Service, env  # noqa: F401  (the `env` fixture)
 
 pytestmark = pytest.mark.kube
 

@@ -17,9 +17,12 @@ from burstflow.clock import FakeClock
 from burstflow.kube import (
     CRDS, CRON_WORKFLOWS, EVENTS, LEASES, WORKFLOWS, AlreadyExists, Invalid, Kube, NotFound, Unavailable,
 )
+from burstflow.cron.app import serve
+from burstflow.cron.leader import CronLeaderElector
 from burstflow.cron.metrics import CronMetrics
-from burstflow.cron.runner import CronLeaderElector, CronRunner
+from burstflow.cron.runner import CronRunner
 from burstflow.cron.settings import CronSettings
+from burstflow.cron.workflow import CRON_LABEL
 
 pytestmark = pytest.mark.kube
 
@@ -27,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_CRDS = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "argo-crds" / "full"
 CRON_CRD = ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml"
 SEED_FILE = ROOT / "policies" / "cronworkflow-seed.yaml"
-CRON_LABEL = "workflows.argoproj.io/cron-workflow"
 
 # The seed example from ../shared/seeds-digest.md, verbatim except for apiVersion.
 SEED = """
@@ -799,8 +801,6 @@ async def test_history_limits_delete_the_oldest_finished_workflows(env):
 async def test_service_serves_metrics_and_healthz_and_takes_the_lease(env):
     import aiohttp
 
-    from burstflow.cron.runner import serve
-
     await env.create_cron("nightly", every(10))
     settings = CronSettings(namespace=env.namespace, lease_namespace=env.namespace, identity="solo",
                             metrics_host="127.0.0.1", metrics_port=0, workers=2)
@@ -831,55 +831,3 @@ async def test_service_serves_metrics_and_healthz_and_takes_the_lease(env):
     assert await asyncio.wait_for(task, 10) == 0
     released = await env.kube.get(LEASES, "burstflow-cron", namespace=env.namespace)
     assert released["spec"]["holderIdentity"] == ""
-
-
-def test_settings_from_env_reads_shared_and_own_variables():
-    settings = CronSettings.from_env({
-        "BURSTFLOW_POD_NAME": "cron-7d9f-abcde", "BURSTFLOW_POD_NAMESPACE": "burstflow-system",
-        "BURSTFLOW_METRICS_PORT": "9191", "BURSTFLOW_CRON_WORKERS": "8",
-        "BURSTFLOW_CRON_LEADER_ELECTION": "false", "BURSTFLOW_CRON_NAMESPACE": "argo",
-    })
-    assert (settings.identity, settings.lease_namespace, settings.metrics_port) == (
-        "cron-7d9f-abcde", "burstflow-system", 9191)
-    assert (settings.workers, settings.leader_election, settings.namespace) == (8, False, "argo")
-
-
-@pytest.mark.parametrize("env_vars, message", [
-    ({"BURSTFLOW_CRON_WORKERS": "many"}, "BURSTFLOW_CRON_WORKERS"),
-    ({"BURSTFLOW_CRON_LEADER_ELECTION": "maybe"}, "BURSTFLOW_CRON_LEADER_ELECTION"),
-    ({"BURSTFLOW_CRON_RENEW_DEADLINE_SECONDS": "20"}, "LEASE_DURATION_SECONDS > "),
-    ({"BURSTFLOW_CRON_LOG_FORMAT": "xml"}, "BURSTFLOW_CRON_LOG_FORMAT"),
-], ids=["not an int", "not a bool", "renew deadline above lease", "unknown log format"])
-def test_settings_errors_name_the_variable(env_vars, message):
-    from burstflow.cron.settings import SettingsError
-
-    with pytest.raises(SettingsError, match=message):
-        CronSettings.from_env(env_vars)
-
-
-def test_cli_run_reports_bad_settings_with_exit_code_2(monkeypatch, capsys):
-    from burstflow.cli import main
-
-    monkeypatch.setenv("BURSTFLOW_CRON_WORKERS", "0")
-    assert main(["cron", "run", "--no-leader-election"]) == 2
-    assert "BURSTFLOW_CRON_WORKERS" in capsys.readouterr().err
-
-
-def test_json_logs_carry_the_structured_fields():
-    import io
-    import logging
-
-    from burstflow.cron.runner import configure_logging
-
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    try:
-        configure_logging(CronSettings(log_format="json", log_level="INFO"), stream=stream)
-        logging.getLogger("burstflow.cron").info(
-            "run created", extra={"fields": {"namespace": "argo", "cronworkflow": "etl", "lag_seconds": 0.25}})
-    finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
-    entry = json.loads(stream.getvalue().splitlines()[-1])
-    assert entry["msg"] == "run created" and entry["level"] == "info" and entry["logger"] == "burstflow.cron"
-    assert (entry["namespace"], entry["cronworkflow"], entry["lag_seconds"]) == ("argo", "etl", 0.25)

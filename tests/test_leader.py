@@ -84,9 +84,10 @@ def test_durations_are_whole_seconds_as_a_lease_stores_them(kube, durations, mes
 @pytest.mark.parametrize("environ, message", [
     ({"BURSTFLOW_CRON_LEASE_DURATION_SECONDS": "0.6", "BURSTFLOW_CRON_RENEW_DEADLINE_SECONDS": "0.4",
       "BURSTFLOW_CRON_RETRY_PERIOD_SECONDS": "0.05"},
-     "BURSTFLOW_CRON_LEASE_DURATION_SECONDS 0.6: must be a whole number of seconds >= 1"),
+     "--lease-duration/BURSTFLOW_CRON_LEASE_DURATION_SECONDS 0.6: must be a whole number of seconds >= 1"),
     ({"BURSTFLOW_CRON_LEASE_DURATION_SECONDS": "10"},
-     "BURSTFLOW_CRON_RENEW_DEADLINE_SECONDS 10: must be less than BURSTFLOW_CRON_LEASE_DURATION_SECONDS 10"),
+     "--renew-deadline/BURSTFLOW_CRON_RENEW_DEADLINE_SECONDS 10: must be less than "
+     "--lease-duration/BURSTFLOW_CRON_LEASE_DURATION_SECONDS 10"),
 ], ids=["sub-second", "renew deadline not below the lease"])
 def test_cron_settings_refuse_durations_a_lease_cannot_hold_at_start_up(environ, message):
     from burstflow.cron.settings import CronSettings, SettingsError
