@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from burstflow.clock import FakeClock
 from tests.conftest import ROOT, load_admission
 from tests.tls import TlsFiles, served_serial
 from burstflow.webhook.admission import Outcome, allowed, decode_patch, patched
-from burstflow.webhook.server import JsonFormatter, Server, add_serve_arguments
+from burstflow.logs import JsonFormatter
+from burstflow.webhook.app import add_serve_arguments
+from burstflow.webhook.server import Server
 from burstflow.webhook.settings import DEFAULT_MAX_BODY_BYTES, WebhookSettings, settings_from_args
 from burstflow.webhook.tlsreload import CertReloader
 
@@ -331,6 +334,8 @@ async def test_an_internal_error_admits_the_pod_unmutated_with_a_warning_a_log_l
         assert record.exc_info and record.exc_info[0] is KeyError
         assert record.getMessage() == ("admission failed with an internal error: uid=u-boom: KeyError: 'spec'; the "
                                        "pod is admitted unmutated (fail-open)")
+        entry = json.loads(JsonFormatter().format(record))
+        assert (entry["uid"], entry["namespace"]) == ("u-boom", boom_review("u-boom")["request"]["namespace"])
         assert sample(server.registry, "burstflow_webhook_internal_errors_total", action="admitted") == 1
         assert sample(server.registry, "burstflow_webhook_internal_errors_total", action="denied") == 0
         assert sample(server.registry, "burstflow_webhook_admissions_total", outcome="error", profile="") == 1
@@ -566,7 +571,8 @@ SIGTERM_CHILD = r"""
 import asyncio, sys
 from pathlib import Path
 from burstflow.webhook.admission import Outcome, allowed
-from burstflow.webhook.server import configure_logging, serve
+from burstflow.logs import configure_logging
+from burstflow.webhook.server import serve
 from burstflow.webhook.settings import WebhookSettings
 
 cert, key, release = sys.argv[1:4]
@@ -729,6 +735,32 @@ def test_json_log_lines():
     record = logging.LogRecord("burstflow.webhook.server", logging.WARNING, __file__, 1, "bad %s", ("input",), None)
     entry = json.loads(JsonFormatter().format(record))
     assert (entry["level"], entry["logger"], entry["message"]) == ("warning", "burstflow.webhook.server", "bad input")
+
+
+class WarningPlacer:
+    """A placement step that only warns (as the pools do when a pod matches two ResourcePolicies)."""
+
+    def place(self, pod, *, namespace, policies, dry_run=False):
+        return Placement(pod=None, denied=None, warnings=["pod matches ResourcePolicies a, b; using a"])
+
+
+@dataclass
+class Placement:
+    pod: Any
+    denied: Any
+    warnings: list[str]
+
+
+async def test_a_warning_about_one_admission_carries_its_uid_namespace_and_name(caplog):
+    from burstflow.webhook.admitter import PodAdmitter, store_from_paths
+
+    request = review_body(uid="u-warned", name_override="warned-pod")["request"]
+    admitter = PodAdmitter(store=store_from_paths([str(ROOT / "policies")]), placer=WarningPlacer())
+    with caplog.at_level(logging.WARNING, logger="burstflow.webhook"):
+        await admitter.admit(request)
+    [record] = [r for r in caplog.records if "using a" in r.getMessage()]
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["uid"], entry["namespace"], entry["name"]) == ("u-warned", request["namespace"], "warned-pod")
 
 
 # --- with the real admitter (webhook.admitter.PodAdmitter and the example policies) ---------------------------------

@@ -26,8 +26,9 @@ from burstflow.clock import FakeClock
 from tests.conftest import ROOT
 from tests.kubefixtures import apply_crds
 from tests.tls import TlsFiles
-from burstflow.webhook.admitter import (SERVICE_ACCOUNT_NAMESPACE, ClusterServices, PodAdmitter, from_settings,
-                              resolve_cluster_mode)
+from burstflow.settings import SERVICE_ACCOUNT_NAMESPACE_FILE
+from burstflow.webhook.admitter import PodAdmitter
+from burstflow.webhook.app import ClusterServices, from_settings, resolve_cluster_mode
 from burstflow.webhook.metrics import WebhookMetrics
 from burstflow.demo.pools import webhook_configuration, workflow_pod
 from burstflow.webhook.pools.model import POOL_LABEL
@@ -120,12 +121,16 @@ def test_pod_name_and_namespace_become_identity_and_lease_namespace():
     assert (settings.identity, settings.lease_namespace) == ("burstflow-webhook-7d9c-x2", "burstflow-system")
     explicit = WebhookSettings.from_env({"POD_NAME": "pod", "BURSTFLOW_WEBHOOK_IDENTITY": "replica-a"})
     assert explicit.identity == "replica-a"
-    services = ClusterServices(settings=WebhookSettings(), admitter=PodAdmitter(store=None))
-    account_namespace = Path(SERVICE_ACCOUNT_NAMESPACE)
+    services = ClusterServices(settings=WebhookSettings(), admitter=PodAdmitter(store=None), environ={})
+    account_namespace = Path(SERVICE_ACCOUNT_NAMESPACE_FILE)
     in_a_pod = account_namespace.is_file() and account_namespace.read_text().strip()
     assert (services.identity, services.lease_namespace) == (socket.gethostname(), in_a_pod or "default")
-    services = ClusterServices(settings=settings, admitter=PodAdmitter(store=None))
+    services = ClusterServices(settings=settings, admitter=PodAdmitter(store=None), environ={})
     assert (services.identity, services.lease_namespace) == ("burstflow-webhook-7d9c-x2", "burstflow-system")
+    # Settings built without the environment still take the pod's identity from it (the downward API).
+    services = ClusterServices(settings=WebhookSettings(), admitter=PodAdmitter(store=None),
+                               environ={"POD_NAME": "burstflow-webhook-7d9c-x3", "POD_NAMESPACE": "burstflow-system"})
+    assert (services.identity, services.lease_namespace) == ("burstflow-webhook-7d9c-x3", "burstflow-system")
 
 
 @pytest.mark.parametrize("overrides, message", [

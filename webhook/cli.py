@@ -13,7 +13,11 @@ from typing import Any, TextIO
 
 import yaml
 
+from burstflow.webhook.app import add_serve_arguments, serve_command
+from burstflow.webhook.loader import load
+from burstflow.webhook.mutate import decide, namespace_view
 from burstflow.webhook.pools.model import RESERVATION_ANNOTATION, ResourcePolicy
+from burstflow.webhook.pools.placer import PoolPlacer
 from burstflow.webhook.pools.placement import bypassed_policies, effective_maxes, enforce_overlaps, select_policy
 from burstflow.webhook.pools.usage import Usage
 from burstflow.webhook.providers import VCI_BURST
@@ -57,24 +61,8 @@ def register(commands: Any) -> None:
     webhook = commands.add_parser("webhook", help="the admission webhook service")
     actions = webhook.add_subparsers(dest="webhook_command", required=True, metavar="COMMAND")
     serve = actions.add_parser("serve", help="run the HTTPS admission webhook")
-    try:
-        from burstflow.webhook.server import add_serve_arguments
-    except ImportError as exc:
-        serve.set_defaults(func=lambda args: _unavailable(exc))
-    else:
-        add_serve_arguments(serve)
-        serve.set_defaults(func=_serve)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from burstflow.webhook.server import serve_command
-
-    return serve_command(args)
-
-
-def _unavailable(exc: Exception) -> int:
-    print(f"burstflow webhook serve: not available in this installation ({exc})", file=sys.stderr)
-    return 1
+    add_serve_arguments(serve)
+    serve.set_defaults(func=serve_command)
 
 
 def read_input(text: str) -> dict[str, Any]:
@@ -111,9 +99,6 @@ def _print_errors(errors: list[Any], stream: TextIO) -> None:
 
 
 def mutate_command(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    from burstflow.webhook.loader import load
-    from burstflow.webhook.mutate import decide
-
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     policies, errors = load(args.policies)
@@ -190,8 +175,6 @@ def mutate_command(args: argparse.Namespace, *, stdout: TextIO | None = None, st
 
 
 def _explain(decision: Any, request: Mapping[str, Any], namespaces: Any, stream: TextIO) -> None:
-    from burstflow.webhook.mutate import namespace_view
-
     namespace = str(request.get("namespace") or "")
     _, _, known = namespace_view(namespaces, namespace)
     if decision.draft is not None and not known:
@@ -303,8 +286,6 @@ def place_offline(pod: Mapping[str, Any], *, namespace: str, policies: Sequence[
                              f"(the one selecting this pod) has no subset {name!r}; its subsets: {', '.join(known)}")
     if policy is None:
         return None
-    from burstflow.webhook.pools.placer import PoolPlacer
-
     had_token = RESERVATION_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
     placer = PoolPlacer(ledger=OfflineLedger(assumed))  # type: ignore[arg-type]
     placement = asyncio.run(placer.place(pod, namespace=namespace, policies=policies, dry_run=True))
@@ -330,8 +311,6 @@ def _explain_placement(offline: OfflinePlacement, stream: TextIO) -> None:
 
 
 def validate_command(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    from burstflow.webhook.loader import load
-
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     policies, errors = load(args.paths)

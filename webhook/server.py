@@ -15,16 +15,11 @@ then the listener closes and requests in flight get up to `drain_timeout_seconds
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import os
 import signal
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -32,9 +27,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from burstflow.clock import Clock, SystemClock
+from burstflow.logs import fields
 from burstflow.webhook.admission import API_VERSION, KIND, Admitter, allowed, decode_json, encode_json, errored, review
 from burstflow.webhook.metrics import WebhookMetrics
-from burstflow.webhook.settings import WebhookSettings, add_settings_arguments, settings_from_args
+from burstflow.webhook.settings import WebhookSettings
 from burstflow.webhook.tlsreload import CertReloader
 
 log = logging.getLogger(__name__)
@@ -155,13 +151,14 @@ async def _mutate(request: web.Request) -> web.Response:
     metrics, clock = app[METRICS], app[CLOCK]
     started = clock.monotonic()
     uid: str | None = None
+    admission: dict[str, Any] = {}
     try:
         try:
             admission = await decode_review(request, app[SETTINGS].max_body_bytes)
         except Malformed as bad:
             metrics.count_malformed(bad.reason)
             log.warning("malformed admission request from %s: reason=%s code=%d uid=%s: %s",
-                        request.remote, bad.reason, bad.code, bad.uid, bad.message)
+                        request.remote, bad.reason, bad.code, bad.uid, bad.message, extra=fields(uid=bad.uid))
             return bad.response()
         uid = admission["uid"]
         outcome = await app[ADMITTER].admit(admission)
@@ -170,15 +167,16 @@ async def _mutate(request: web.Request) -> web.Response:
         metrics.count_admission(outcome.outcome, outcome.profiles)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("admitted uid=%s namespace=%s name=%s outcome=%s profiles=%s", uid,
-                      admission.get("namespace"), admission.get("name"), outcome.outcome, ",".join(outcome.profiles))
+                      admission.get("namespace"), admission.get("name"), outcome.outcome, ",".join(outcome.profiles),
+                      extra=fields(uid=uid, namespace=admission.get("namespace"), name=admission.get("name")))
         return _json_response(review(outcome.response))
     except Exception as exc:
-        return _internal_error(app, uid, exc)
+        return _internal_error(app, uid, exc, admission)
     finally:
         metrics.admission_duration.observe(clock.monotonic() - started)
 
 
-def _internal_error(app: web.Application, uid: str | None, exc: Exception) -> web.Response:
+def _internal_error(app: web.Application, uid: str | None, exc: Exception, admission: dict[str, Any]) -> web.Response:
     """The one answer to an unexpected failure of ours: logged with the uid, counted, then fail-open (allowed, no
     patch, a warning) unless `fail_closed` (a denial with code 500). Without a uid no review can be answered, so a
     plain 500 leaves the pod to the webhook's `failurePolicy`."""
@@ -186,7 +184,8 @@ def _internal_error(app: web.Application, uid: str | None, exc: Exception) -> we
     metrics.count_admission("error")
     closed = app[SETTINGS].fail_closed
     log.exception("admission failed with an internal error: uid=%s: %s: %s; the pod is %s", uid, type(exc).__name__,
-                  exc, "denied (fail-closed)" if closed else "admitted unmutated (fail-open)")
+                  exc, "denied (fail-closed)" if closed else "admitted unmutated (fail-open)",
+                  extra=fields(uid=uid, namespace=admission.get("namespace"), name=admission.get("name")))
     message = f"burstflow webhook internal error: {type(exc).__name__}: {str(exc)[:200]}"
     if uid is None:
         return web.Response(status=500, text=message + "\n")
@@ -422,61 +421,3 @@ async def _first_of(*awaitables: Awaitable[Any]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and `exception` when there is one)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(log_format: str, level: str, stream: Any = None) -> None:
-    """Root logging for the service process: `text` or `json` lines on stderr."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    if log_format == "json":
-        formatter: logging.Formatter = JsonFormatter()
-        formatter.converter = time.gmtime
-    else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `burstflow webhook serve` (every WebhookSettings field)."""
-    add_settings_arguments(parser)
-
-
-def build_admitter(settings: WebhookSettings, *, metrics: WebhookMetrics, clock: Clock) -> Admitter:
-    """The production admitter (webhook.admitter.PodAdmitter) configured from settings."""
-    from burstflow.webhook.admitter import from_settings
-
-    return from_settings(settings, metrics=metrics, clock=clock)
-
-
-def serve_command(args: argparse.Namespace) -> int:
-    """`burstflow webhook serve`: settings from the environment and flags, logging, then `serve` until SIGTERM."""
-    try:
-        settings = settings_from_args(args, os.environ)
-    except ValueError as exc:
-        print(f"burstflow webhook serve: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_format, settings.log_level)
-    factory = functools.partial(_build_from_settings, settings)
-    return asyncio.run(serve(settings, admitter_factory=factory))
-
-
-def _build_from_settings(settings: WebhookSettings, metrics: WebhookMetrics, clock: Clock) -> Admitter:
-    return build_admitter(settings, metrics=metrics, clock=clock)

@@ -20,6 +20,9 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from celpy.celparser import CELParser
+from lark import Token, Tree
+
 from burstflow import cel, crdschema
 
 UNCHECKED_RULES = ("some validation rules were not checked because the object was invalid; correct the existing "
@@ -115,8 +118,6 @@ class _Checker:
         return self.visit(tree, self.scope)
 
     def visit(self, tree: Any, scope: dict[str, CelType]) -> CelType:
-        from lark import Token, Tree
-
         if isinstance(tree, Token):
             return CelType("dyn")
         kind = tree.data
@@ -155,8 +156,6 @@ class _Checker:
     def _sized(self, tree: Any, scope: dict[str, CelType]) -> bool:
         """Whether 1.24's estimator knows the size of this operand: a literal, a variable, a field of an object,
         an index, a list or map literal, or a string concatenation; not a computed value."""
-        from lark import Tree
-
         node = _unwrap(tree)
         if not isinstance(node, Tree):
             return True
@@ -172,8 +171,6 @@ class _Checker:
 
     def _addition(self, tree: Any, scope: dict[str, CelType]) -> CelType:
         """`a + b` (and `a - b`): string, list and bytes concatenations keep their type; numbers stay numbers."""
-        from lark import Tree
-
         kids = [c for c in tree.children if isinstance(c, Tree)]
         if len(kids) == 1:
             return self.visit(kids[0], scope)
@@ -209,8 +206,6 @@ class _Checker:
         return (base.elem or CelType("dyn")) if base.kind in ("list", "map") else CelType("dyn")
 
     def _args(self, tree: Any) -> list[Any]:
-        from lark import Tree
-
         for child in tree.children:
             if isinstance(child, Tree) and child.data == "exprlist":
                 return [c for c in child.children if isinstance(c, Tree)]
@@ -282,8 +277,6 @@ _WRAPPERS = ("expr", "conditionalor", "conditionaland", "relation", "addition", 
 
 def _unwrap(tree: Any) -> Any:
     """The first node below the single-child wrapper rules of the grammar (what the expression really is)."""
-    from lark import Tree
-
     while isinstance(tree, Tree) and tree.data in _WRAPPERS and len(tree.children) == 1 \
             and isinstance(tree.children[0], Tree):
         tree = tree.children[0]
@@ -291,8 +284,6 @@ def _unwrap(tree: Any) -> Any:
 
 
 def _single_member_dot(tree: Any) -> Any:
-    from lark import Tree
-
     while isinstance(tree, Tree) and tree.data != "member_dot":
         kids = [c for c in tree.children if isinstance(c, Tree)]
         if len(kids) != 1:
@@ -302,8 +293,6 @@ def _single_member_dot(tree: Any) -> Any:
 
 
 def _plain_ident(tree: Any) -> str | None:
-    from lark import Tree
-
     while isinstance(tree, Tree) and tree.data != "ident":
         kids = [c for c in tree.children if isinstance(c, Tree)]
         if len(kids) != 1:
@@ -323,8 +312,6 @@ def _caret(expression: str, offset: int) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Any:
-    from celpy.celparser import CELParser
-
     return CELParser()
 
 
