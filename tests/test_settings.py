@@ -215,12 +215,29 @@ def test_cron_run_takes_a_flag_for_every_setting_and_flags_win():
         error_backoff_seconds=0.5, log_format="text", log_level="debug")
 
 
-def test_cli_run_reports_bad_settings_with_exit_code_2(monkeypatch, capsys):
+@pytest.mark.parametrize("argv, env, message", [
+    (["cron", "run", "--no-leader-election"], {"BURSTFLOW_CRON_WORKERS": "0"},
+     "burstflow cron run: --workers/BURSTFLOW_CRON_WORKERS: must be at least 1, not 0"),
+    (["cron", "run", "--metrics-port", "http"], {},
+     "burstflow cron run: --metrics-port/BURSTFLOW_CRON_METRICS_PORT: expected a whole number, not 'http'"),
+    (["webhook", "serve", "--port", "99999"], {},
+     "burstflow webhook serve: --port/BURSTFLOW_WEBHOOK_PORT: 99999 is not a TCP port (0-65535)"),
+    (["webhook", "serve", "--lease-duration", "0.6", "--renew-deadline", "0.4", "--retry-period", "0.05"], {},
+     "burstflow webhook serve: --lease-duration/BURSTFLOW_WEBHOOK_LEASE_DURATION_SECONDS 0.6: must be a whole "
+     "number of seconds >= 1 (a Lease stores leaseDurationSeconds in whole seconds)"),
+    (["webhook", "serve"], {"BURSTFLOW_WEBHOOK_LOG_FORMAT": "xml"},
+     "burstflow webhook serve: --log-format/BURSTFLOW_WEBHOOK_LOG_FORMAT: 'xml' is not one of json, text"),
+], ids=["cron bad variable", "cron bad flag", "webhook bad flag value", "webhook sub-second lease flags",
+        "webhook bad variable"])
+def test_the_commands_refuse_bad_settings_with_exit_code_2_naming_flag_and_variable(argv, env, message,
+                                                                                    monkeypatch, capsys):
+    """(The webhook rows moved here from tests/test_webhook_server.py.)"""
     from burstflow.cli import main
 
-    monkeypatch.setenv("BURSTFLOW_CRON_WORKERS", "0")
-    assert main(["cron", "run", "--no-leader-election"]) == 2
-    assert "burstflow cron run: --workers/BURSTFLOW_CRON_WORKERS: must be at least 1" in capsys.readouterr().err
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == message
 
 
 @pytest.mark.parametrize("cls", [CronSettings, WebhookSettings], ids=["cron", "webhook"])
