@@ -330,6 +330,23 @@ def test_the_webhook_deployment_grace_period_covers_the_drain_period_and_the_req
     assert spec["terminationGracePeriodSeconds"] >= settings.drain_period_seconds + settings.drain_timeout_seconds + 3
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (dict(pool_decision_timeout_seconds=30), "--pool-decision-timeout/BURSTFLOW_WEBHOOK_POOL_DECISION_TIMEOUT_SECONDS: "
+     "30 must be below 30 s, the longest an API server waits for a webhook"),
+    (dict(pool_reservation_timeout_seconds=1), "--pool-reservation-timeout/"
+     "BURSTFLOW_WEBHOOK_POOL_RESERVATION_TIMEOUT_SECONDS: 1 must exceed --pool-decision-timeout/"
+     "BURSTFLOW_WEBHOOK_POOL_DECISION_TIMEOUT_SECONDS (2.0), or a slot could be freed before its pod was even "
+     "admitted"),
+    (dict(pool_reconcile_interval_seconds=0), "--pool-reconcile-interval/"
+     "BURSTFLOW_WEBHOOK_POOL_RECONCILE_INTERVAL_SECONDS: must be > 0, got 0"),
+], ids=["decision timeout beyond any webhook timeout", "reservation shorter than a decision", "zero interval"])
+def test_webhook_pool_settings_are_checked(overrides, message):
+    """(Moved from tests/test_webhook_wiring.py.)"""
+    with pytest.raises(SettingsError) as info:
+        WebhookSettings(**overrides)
+    assert str(info.value) == message
+
+
 def test_webhook_secrets_are_redacted():
     shown = WebhookSettings(key_password="hunter2").redacted()
     assert shown["key_password"] == "<redacted>" and "hunter2" not in json.dumps(shown)
