@@ -185,6 +185,14 @@ class CrdSchema:
         return found
 
 
+def of_crd(crd: Mapping[str, Any], version: str) -> CrdSchema:
+    """The compiled `openAPIV3Schema` of `version` in a CustomResourceDefinition; KeyError when it has none."""
+    for entry in crd["spec"]["versions"]:
+        if entry["name"] == version:
+            return CrdSchema(entry["schema"]["openAPIV3Schema"])
+    raise KeyError(f"CustomResourceDefinition {crd.get('metadata', {}).get('name')} has no version {version}")
+
+
 def walk(value: Any, schema: Any, old: Any = None, path: list[Any] | None = None
          ) -> Iterator[tuple[Any, Any, Mapping[str, Any], list[Any]]]:
     """(value, the old value at the same place or None, its schema, its path) for every non-null value the schema

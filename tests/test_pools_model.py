@@ -98,6 +98,9 @@ def with_subset(**changes):
 
 @pytest.mark.parametrize("obj,message", [
     (with_subset(maxReplicasRatio="1.5"), "spec.subsets[0].maxReplicasRatio: must be within [0, 1], got '1.5'"),
+    (with_subset(maxReplica=5), "spec.subsets[0].maxReplica: unknown field 'maxReplica' (known: annotations, labels, "
+                                "maxReplicas, maxReplicasRatio, name, nodeSelectorTerm, provider, tolerations, "
+                                "whenNotReachMax)"),
     (with_subset(maxReplicasRatio=0.1), "spec.subsets[0].maxReplicasRatio: must be a string such as \"0.1\" (quote it), got 0.1"),
     (with_subset(maxReplicasRatio="ten"), "spec.subsets[0].maxReplicasRatio: expected a decimal between 0 and 1 such as \"0.1\", got 'ten'"),
     (with_subset(maxReplicas=-1), "spec.subsets[0].maxReplicas: must be an integer >= 0, got -1"),
@@ -123,6 +126,15 @@ def test_bad_fields_are_reported_with_their_path(obj, message):
         compile_resource_policy(obj, source="policies/p.yaml")
     assert caught.value.errors == [message]
     assert str(caught.value) == f"policies/p.yaml: {message}"
+
+
+def test_nulls_are_pruned_as_the_api_server_prunes_them():
+    # kube-apiserver 1.24 (dry run) drops null fields and map values a schema does not mark nullable before it
+    # validates and stores the object: `annotations: {k: null}` is stored as `annotations: {}`.
+    policy = compile_resource_policy(with_spec(whenAllFull=None, subsets=[{"name": "a", "maxReplicas": None,
+                                                                            "annotations": {"k": None, "x": "y"}}]))
+    assert policy.when_all_full == UNPLACED and policy.subsets[0].max_replicas is None
+    assert dict(policy.subsets[0].annotations) == {"x": "y"}
 
 
 def test_every_problem_is_reported_at_once():

@@ -472,13 +472,25 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     return decision
 
 
+# What `_evaluate` returns for an expression that failed (None is a legitimate CEL result).
+_FAILED = object()
+
+
+def _evaluate(program: Any, activate: Callable[[], Any], warn: Callable[[str], None], what: str,
+              consequence: str) -> Any:
+    """`program`'s result, or `_FAILED` once `warn` has said "burstflow: <what> failed (<error>); <consequence>"."""
+    try:
+        return program.evaluate(activate())
+    except cel.CelError as exc:
+        warn(f"burstflow: {what} failed ({exc}); {consequence}")
+        return _FAILED
+
+
 def _conditions_hold(profile: Profile, activate: Callable[[], Any], warn: Callable[[str], None]) -> bool:
     for condition in profile.conditions:
-        try:
-            result = condition.program.evaluate(activate())
-        except cel.CelError as exc:
-            warn(f"burstflow: profile {profile.name}: matchConditions[{condition.name}] failed ({exc}); "
-                 "profile skipped")
+        result = _evaluate(condition.program, activate, warn,
+                           f"profile {profile.name}: matchConditions[{condition.name}]", "profile skipped")
+        if result is _FAILED:
             return False
         if not isinstance(result, bool):
             warn(f"burstflow: profile {profile.name}: matchConditions[{condition.name}] returned "
@@ -491,13 +503,9 @@ def _conditions_hold(profile: Profile, activate: Callable[[], Any], warn: Callab
 
 def _render(profile: Profile, section: str, key: str, template: Template, activate: Callable[[], Any],
             warn: Callable[[str], None]) -> str | None:
-    try:
-        result = template.program.evaluate(activate())
-    except cel.CelError as exc:
-        warn(f"burstflow: profile {profile.name}: {section}[{key}] {template.text.strip()} failed ({exc}); "
-             "value skipped")
-        return None
-    if result is None:
+    result = _evaluate(template.program, activate, warn,
+                       f"profile {profile.name}: {section}[{key}] {template.text.strip()}", "value skipped")
+    if result is None or result is _FAILED:
         return None
     if isinstance(result, bool):
         result = "true" if result else "false"

@@ -220,10 +220,7 @@ def crd() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _schema() -> crdschema.CrdSchema:
-    for version in crd()["spec"]["versions"]:
-        if version["name"] == VERSION:
-            return crdschema.CrdSchema(version["schema"]["openAPIV3Schema"])
-    raise RuntimeError(f"{CRD_FILE} has no version {VERSION}")
+    return crdschema.of_crd(crd(), VERSION)
 
 
 def schema_errors(obj: Mapping[str, Any]) -> list[PolicyError]:

@@ -1,12 +1,16 @@
 """ResourcePolicy objects (the Volcengine shape under `burstflow.io/v1alpha1`) parsed and compiled once, with field paths in every error."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import yaml
+
+from burstflow import crdschema, data
 from burstflow.selectors import EVERYTHING, Selector, SelectorError, compile_selector
 from burstflow.webhook.policy import PolicyError
 from burstflow.webhook.providers import Effect, PresetError, preset
@@ -15,6 +19,8 @@ GROUP = "burstflow.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ResourcePolicy"
+# Package data (burstflow/crds/, from manifests/base/crds/).
+CRD_FILE = "resourcepolicies.burstflow.io.yaml"
 
 # What Burstflow writes into a placed pod.
 POOL_LABEL = "burstflow.io/pool"
@@ -146,14 +152,23 @@ class ResourcePolicy:
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def _schema() -> crdschema.CrdSchema:
+    return crdschema.of_crd(yaml.safe_load(data.crd_text(CRD_FILE)), VERSION)
+
+
 def compile_resource_policy(obj: Any, *, source: str = "") -> ResourcePolicy:
     """Compile a ResourcePolicy dict; raises ResourcePolicyError listing every problem with its field path.
 
     Accepts `apiVersion: burstflow.io/v1alpha1` only: a Volcengine policy converts by changing `apiVersion`.
     """
-    errors: list[str] = []
     if not isinstance(obj, Mapping):
         raise ResourcePolicyError(source, [f"expected a ResourcePolicy object, got {type(obj).__name__}"])
+    # The CRD schema prunes nulls as the API server does and names fields it does not declare (typos such as
+    # `maxReplica`, which the server would drop silently); the checks below give each field's own message.
+    schema = _schema()
+    obj = schema.prune(obj)
+    errors = [f"{crdschema.field_path(v.path)}: {v.message}" for v in schema.unknown_fields(obj)]
     if obj.get("apiVersion") != API_VERSION:
         errors.append(f"apiVersion: expected {API_VERSION!r}, got {obj.get('apiVersion')!r}")
     if obj.get("kind") != KIND:
