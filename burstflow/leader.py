@@ -15,6 +15,7 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from burstflow.aio import cancel_and_wait
 from burstflow.clock import Clock, SystemClock
 from burstflow.kube import LEASES, AlreadyExists, Conflict, Kube, KubeError, NotFound
 from burstflow.logs import fields
+from burstflow.settings import Settings, SettingsError, setting
 from burstflow.timefmt import format_time
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,38 @@ def check_lease_durations(*, lease_duration: tuple[str, float], renew_deadline: 
 
 def _show(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+@dataclass(frozen=True)
+class LeaseSettings(Settings):
+    """The settings every service that campaigns for a Lease declares the same way (a service's settings
+    dataclass derives from this one): who this replica is, where its Lease lives, and client-go's durations."""
+
+    identity: str = setting("", pod="name", reason=(
+        "unique per replica: empty takes POD_NAME (downward API), else the host name, which in a pod is the pod "
+        "name"), help="this replica's name in the Lease (default: $POD_NAME, else the host name)")
+    lease_namespace: str = setting("", pod="namespace", reason=(
+        "the Lease lives next to the pod: empty takes POD_NAMESPACE, else the service account's namespace, "
+        "else default"), help="namespace of the Lease (default: $POD_NAMESPACE, else the service account's namespace)")
+    lease_duration_seconds: float = setting(15.0, reason=(
+        "client-go's default (kube-controller-manager's too): how long the other replicas wait for a silent leader "
+        "before taking over; whole seconds, as the Lease stores it"),
+        help="whole seconds others wait for a silent leader")
+    renew_deadline_seconds: float = setting(10.0, reason=(
+        "client-go's default: a leader that cannot renew for this long stops; below the lease duration so it "
+        "stops before anyone else may start"), help="whole seconds a leader retries a failed renewal before it stops")
+    retry_period_seconds: float = setting(2.0, reason="client-go's default: the pause between Lease attempts",
+                                          help="whole seconds between Lease attempts")
+
+    def validate(self) -> None:
+        """Raise `SettingsError` unless the durations follow client-go's rules (`check_lease_durations`)."""
+        try:
+            check_lease_durations(
+                lease_duration=(self.source("lease_duration_seconds"), self.lease_duration_seconds),
+                renew_deadline=(self.source("renew_deadline_seconds"), self.renew_deadline_seconds),
+                retry_period=(self.source("retry_period_seconds"), self.retry_period_seconds))
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
 
 
 def _micro_time(when: datetime) -> str:

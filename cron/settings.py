@@ -4,16 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from burstflow.leader import check_lease_durations
+from burstflow.leader import LeaseSettings
 from burstflow.logs import LOG_FORMATS, LOG_LEVELS
-from burstflow.settings import Settings, SettingsError, setting
+from burstflow.settings import SettingsError, setting
 
 __all__ = ["CronSettings", "SettingsError"]
 
 
 @dataclass(frozen=True)
-class CronSettings(Settings):
-    """Everything `burstflow cron run` can be told: flag, then `BURSTFLOW_CRON_<FIELD>`, then the default."""
+class CronSettings(LeaseSettings):
+    """Everything `burstflow cron run` can be told: flag, then `BURSTFLOW_CRON_<FIELD>`, then the default.
+
+    The Lease settings (identity, lease_namespace, the durations) come from `LeaseSettings`, as the webhook's do.
+    """
 
     SERVICE: ClassVar[str] = "cron"
 
@@ -33,22 +36,6 @@ class CronSettings(Settings):
         help="campaign for the Lease before scheduling")
     lease_name: str = setting("burstflow-cron", reason="one Lease per installation of the cron service",
                               help="name of the Lease")
-    lease_namespace: str = setting("", pod="namespace", reason=(
-        "the Lease lives next to the pod: empty takes POD_NAMESPACE, else the service account's namespace, "
-        "else default"), help="namespace of the Lease (default: the pod's namespace)")
-    identity: str = setting("", pod="name", reason=(
-        "unique per replica: empty takes POD_NAME, else the host name, which in a pod is the pod name"),
-        help="this replica's name in the Lease (default: $POD_NAME, else the host name)")
-    # Durations are client-go's defaults (kube-controller-manager uses the same): a crashed leader is replaced
-    # within lease_duration + retry_period.
-    lease_duration_seconds: float = setting(15.0, reason=(
-        "client-go's default: how long the other replicas wait for a silent leader; whole seconds, as the Lease "
-        "stores it"), help="whole seconds others wait for a silent leader")
-    renew_deadline_seconds: float = setting(10.0, reason=(
-        "client-go's default: a leader that cannot renew for this long stops, before anyone else may start"),
-        help="whole seconds a leader retries a failed renewal before it stops")
-    retry_period_seconds: float = setting(2.0, reason="client-go's default: the pause between Lease attempts",
-                                          help="whole seconds between Lease attempts")
     workers: int = setting(32, reason=(
         "decisions run concurrently across CronWorkflows (never two for one CronWorkflow): enough to create 1,000 "
         "Workflows due in the same minute within a second against a responsive API server"),
@@ -66,7 +53,8 @@ class CronSettings(Settings):
                              help="lowest level logged")
 
     def validate(self) -> None:
-        """Raise `SettingsError` for values the service cannot use (client-go's rules for the lease durations)."""
+        """Raise `SettingsError` for values the service cannot use (the Lease's rules first)."""
+        super().validate()
         if not 0 <= self.metrics_port <= 65535:
             raise SettingsError(f"{self.source('metrics_port')}: {self.metrics_port} is not a TCP port (0-65535)")
         if self.workers < 1:
@@ -76,13 +64,6 @@ class CronSettings(Settings):
         if self.error_backoff_seconds < 0:
             raise SettingsError(f"{self.source('error_backoff_seconds')}: must be >= 0, not "
                                 f"{self.error_backoff_seconds}")
-        try:  # whole seconds >= 1 and LEASE_DURATION > RENEW_DEADLINE > RETRY_PERIOD (burstflow.leader)
-            check_lease_durations(
-                lease_duration=(self.source("lease_duration_seconds"), self.lease_duration_seconds),
-                renew_deadline=(self.source("renew_deadline_seconds"), self.renew_deadline_seconds),
-                retry_period=(self.source("retry_period_seconds"), self.retry_period_seconds))
-        except ValueError as error:
-            raise SettingsError(str(error)) from None
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"{self.source('log_format')}: {self.log_format!r} is not one of "
                                 f"{', '.join(LOG_FORMATS)}")

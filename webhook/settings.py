@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from burstflow.leader import check_lease_durations
+from burstflow.leader import LeaseSettings
 from burstflow.logs import LOG_FORMATS, LOG_LEVELS
-from burstflow.settings import Settings, SettingsError, setting
+from burstflow.settings import SettingsError, setting
 
 ENV_PREFIX = "BURSTFLOW_WEBHOOK_"
 
@@ -22,11 +22,12 @@ MAX_WEBHOOK_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class WebhookSettings(Settings):
+class WebhookSettings(LeaseSettings):
     """Everything `burstflow webhook serve` can be told; each field says why its default is what it is.
 
     Built by `from_env(mapping)` or `from_args(args, mapping)` (burstflow.settings). Invalid values raise
-    `SettingsError` (a ValueError) naming the flag and the variable.
+    `SettingsError` (a ValueError) naming the flag and the variable. The pool reconciler's Lease settings
+    (identity, lease_namespace, the durations) come from `LeaseSettings`, as the cron service's do.
     """
 
     SERVICE: ClassVar[str] = "webhook"
@@ -61,15 +62,6 @@ class WebhookSettings(Settings):
              "--no-cluster-policies uses only --policies files and never contacts a cluster")
     kubeconfig: str = setting("", reason=(
         "empty means the in-cluster service account"), help="kubeconfig file (default: in-cluster service account)")
-    identity: str = setting("", pod="name", reason=(
-        "this replica's name in the pool reconciler's Lease; empty takes POD_NAME (downward API), else the host "
-        "name, which in a pod is the pod name"),
-        help="this replica's Lease holder name (default: $POD_NAME, else host name)")
-    lease_namespace: str = setting("", pod="namespace", reason=(
-        "where the pool reconciler's Lease lives; empty takes POD_NAMESPACE, else the service account's namespace, "
-        "else default"),
-        help="namespace of the pool reconciler's Lease (default: $POD_NAMESPACE, else the service account's "
-             "namespace)")
     pool_decision_timeout_seconds: float = setting(2.0, reason=(
         "a counted pool placement must answer well inside the webhook's timeoutSeconds (10 s in the manifests), "
         "leaving room for TLS, the profiles and the API server's round trip"),
@@ -105,21 +97,13 @@ class WebhookSettings(Settings):
         "bug cannot block every workflow pod; true denies it instead, for teams that prefer no unmutated pods"),
         help="deny a pod when the webhook fails unexpectedly; --fail-open (the default) admits it unmutated, with "
              "a warning")
-    lease_duration_seconds: float = setting(15.0, reason=(
-        "client-go's default: how long the other replicas wait for a silent pool reconciler before taking over; "
-        "whole seconds, as the Lease stores it"), help="whole seconds others wait for a silent pool reconciler")
-    renew_deadline_seconds: float = setting(10.0, reason=(
-        "client-go's default: a reconciler that cannot renew for this long stops; below the lease duration so it "
-        "stops before anyone else may start"),
-        help="whole seconds a pool reconciler retries a failed renewal before it stops")
-    retry_period_seconds: float = setting(2.0, reason=(
-        "client-go's default: the pause between Lease attempts"), help="whole seconds between Lease attempts")
     tls_reload_interval_seconds: float = setting(10.0, reason=(
         "kubelet refreshes mounted Secrets within about a minute; two stat() calls every 10 s cost nothing"),
         help="seconds between checks of the certificate files")
 
     def validate(self) -> None:
         """Raise `SettingsError` naming the flag and the variable of a value the webhook cannot use."""
+        super().validate()
         for name in ("port", "metrics_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
@@ -136,13 +120,6 @@ class WebhookSettings(Settings):
         if self.drain_period_seconds < 0:
             raise SettingsError(f"{self.source('drain_period_seconds')}: must be >= 0, got "
                                 f"{self.drain_period_seconds}")
-        try:
-            check_lease_durations(
-                lease_duration=(self.source("lease_duration_seconds"), self.lease_duration_seconds),
-                renew_deadline=(self.source("renew_deadline_seconds"), self.renew_deadline_seconds),
-                retry_period=(self.source("retry_period_seconds"), self.retry_period_seconds))
-        except ValueError as error:
-            raise SettingsError(str(error)) from None
         for name in ("drain_timeout_seconds", "tls_reload_interval_seconds", "pool_decision_timeout_seconds",
                      "pool_reservation_timeout_seconds", "pool_reconcile_interval_seconds"):
             if getattr(self, name) <= 0:
