@@ -11,11 +11,31 @@ from typing import Any
 from burstflow.crdschema import FieldError
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
-# An optional DNS-subdomain prefix and "/", then a name of alphanumerics, '-', '_' and '.' (a qualified name).
-_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                  r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# Kubernetes' syntax for names (apimachinery validation): a DNS subdomain (object names, label key prefixes), and a
+# label name (label key names, label values) of alphanumerics, '-', '_' and '.'.
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _SET_REQUIREMENT = re.compile(r"^(\S+?)\s+(in|notin)\s*\((.*)\)$")
 _EQUALITY_REQUIREMENT = re.compile(r"^([^=!\s]+)\s*(==|=|!=)\s*(.*)$")
+
+
+def label_key_error(key: str) -> str | None:
+    """Why `key` is not a valid label/annotation key (apimachinery IsQualifiedName), or None."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
+        return f"key {key!r}: prefix must be a DNS subdomain"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return f"key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+    return None
+
+
+def label_value_error(value: str) -> str | None:
+    """Why `value` is not a valid label value (apimachinery IsValidLabelValue), or None."""
+    if value == "" or (len(value) <= 63 and _LABEL_NAME.match(value)):
+        return None
+    return (f"label value {value!r} must be at most 63 alphanumerics, '-', '_' or '.', starting and ending "
+            "alphanumeric")
 
 
 class SelectorError(FieldError):
@@ -176,7 +196,7 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _check_key(key: str, text: str) -> str:
-    if not key or not _KEY.match(key):
+    if not key or label_key_error(key):
         raise SelectorError("", f'unable to parse requirement: invalid label key "{key}" in selector "{text}"')
     return key
 

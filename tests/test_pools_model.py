@@ -113,6 +113,7 @@ def with_subset(**changes):
     (with_subset(provider={"volcengine-vci": {"mode": "sometimes"}}), "spec.subsets[0].provider.volcengine-vci.mode: must be one of enforce, auto, not 'sometimes'"),
     (with_subset(provider={"no-such": {}}), "spec.subsets[0].provider.no-such: unknown provider 'no-such' (known: volcengine-vci, alibaba-eci, alibaba-acs, virtual-kubelet)"),
     (with_subset(name="Bad Name"), "spec.subsets[0].name: 'Bad Name' must be a valid label value (it becomes the burstflow.io/pool label)"),
+    (with_subset(name="pöol"), "spec.subsets[0].name: 'pöol' must be a valid label value (it becomes the burstflow.io/pool label)"),
     (with_spec(subsets=[]), "spec.subsets: required, a non-empty list of pools in priority order"),
     (with_spec(subsets=[{"name": "a"}, {"name": "a"}]), "spec.subsets[1].name: duplicate subset name 'a'"),
     (with_spec(selector={}), "spec.selector: must select something (an empty selector would manage every pod)"),

@@ -38,6 +38,7 @@ def test_query_string_table(selector, labels, expected):
     ("in (x)", 'unable to parse requirement: unexpected text in selector "in (x)": "in (x)"'),
     ("bad key!=x y", 'unable to parse requirement: unexpected text in selector "bad key!=x y": "bad key!=x y"'),
     ("-bad=x", 'unable to parse requirement: invalid label key "-bad" in selector "-bad=x"'),
+    ("k" * 64 + "=x", f'unable to parse requirement: invalid label key "{"k" * 64}" in selector "{"k" * 64}=x"'),
 ])
 def test_malformed_query_string_names_the_selector(selector, message):
     # kube-apiserver 1.24 also starts with "unable to parse requirement" but names the token it expected.

@@ -19,7 +19,8 @@ from typing import Any
 
 from burstflow import cel
 from burstflow.webhook import admission
-from burstflow.webhook.policy import SECTIONS, Change, PolicySet, Profile, Template, label_value_error
+from burstflow.selectors import label_value_error
+from burstflow.webhook.policy import SECTIONS, Change, PolicySet, Profile, Template
 from burstflow.webhook.pools.placement import bypassed_policies
 from burstflow.webhook.providers import VCI_BURST
 

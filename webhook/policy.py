@@ -16,7 +16,8 @@ import yaml
 
 from burstflow import cel, crdschema, data
 from burstflow.webhook.providers import Effect, PresetError, preset
-from burstflow.selectors import EVERYTHING, Selector, SelectorError, compile_selector
+from burstflow.selectors import (DNS_SUBDOMAIN, EVERYTHING, Selector, SelectorError, compile_selector, label_key_error,
+                                 label_value_error)
 
 GROUP = "burstflow.io"
 VERSION = "v1alpha1"
@@ -27,12 +28,6 @@ CRD_FILE = "burstprofiles.burstflow.io.yaml"
 
 CEL_VARIABLES = ("object", "namespaceObject", "request")
 TEMPLATE = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
-
-# Kubernetes' rules for label keys and values (apimachinery validation.IsQualifiedName / IsValidLabelValue).
-_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(f"^{_NAME}$")
-
 
 class PolicyError(ValueError):
     """An invalid policy: `source` (file or cluster), `obj` ("BurstProfile/name"), `path` (field path), `message`."""
@@ -57,24 +52,6 @@ class PolicyError(ValueError):
         """A copy with the object/source filled in and `prefix` put in front of the field path."""
         path = f"{prefix}.{self.path}" if prefix and self.path else (prefix or self.path)
         return PolicyError(self.message, path=path, obj=self.obj or (obj or ""), source=self.source or (source or ""))
-
-
-def label_key_error(key: str) -> str | None:
-    """Why `key` is not a valid label/annotation key, or None."""
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return f"key {key!r}: prefix must be a DNS subdomain"
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        return f"key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
-    return None
-
-
-def label_value_error(value: str) -> str | None:
-    """Why `value` is not a valid label value, or None."""
-    if value == "" or (len(value) <= 63 and _LABEL_NAME.match(value)):
-        return None
-    return (f"label value {value!r} must be at most 63 alphanumerics, '-', '_' or '.', starting and ending "
-            "alphanumeric")
 
 
 def toleration_key(toleration: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -345,7 +322,7 @@ def profile_errors(obj: Mapping[str, Any], env: cel.Environment, *, source: str 
         return err(f"apiVersion must be {API_VERSION}, not {obj.get('apiVersion')!r}", "apiVersion")
     if not isinstance(name, str) or not name:
         return err("is required", "metadata.name")
-    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    if len(name) > 253 or not DNS_SUBDOMAIN.match(name):
         return err(f"{name!r} must be a lowercase DNS subdomain (a-z, 0-9, '-', '.')", "metadata.name")
     if metadata.get("namespace"):
         return err("BurstProfile is cluster-scoped: remove metadata.namespace", "metadata.namespace")

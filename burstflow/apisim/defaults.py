@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from typing import Any
+
+from burstflow.selectors import DNS_LABEL, DNS_SUBDOMAIN
 
 from .status import DNS1123_LABEL_MSG, DNS1123_SUBDOMAIN_MSG, bad_request, cause
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # The alphabet Kubernetes' name generator draws from (no vowels, no 0/1/3, so no words or look-alikes).
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _NOT_READY = {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
@@ -103,7 +102,7 @@ def qos_class(pod: dict) -> str:
 
 def _name_causes(field: str, value: str, *, label: bool, prefix: bool) -> list[dict]:
     checked = value[:-1] if prefix and value.endswith("-") else value
-    pattern, msg = (_LABEL, DNS1123_LABEL_MSG) if label else (_SUBDOMAIN, DNS1123_SUBDOMAIN_MSG)
+    pattern, msg = (DNS_LABEL, DNS1123_LABEL_MSG) if label else (DNS_SUBDOMAIN, DNS1123_SUBDOMAIN_MSG)
     if checked and (len(checked) > (63 if label else 253) or not pattern.match(checked)):
         return [cause("FieldValueInvalid", field, f'Invalid value: "{value}": {msg}')]
     return []

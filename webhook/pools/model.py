@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from burstflow import crdschema, data
-from burstflow.selectors import EVERYTHING, Selector, SelectorError, compile_selector
+from burstflow.selectors import EVERYTHING, Selector, SelectorError, compile_selector, label_value_error
 from burstflow.webhook.policy import PolicyError
 from burstflow.webhook.providers import Effect, PresetError, preset
 
@@ -256,8 +256,7 @@ def _subset(raw: Any, path: str, errors: list[str]) -> Subset | None:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         errors.append(f"{path}.name: required")
-    elif len(name) > 63 or not all(c.isalnum() or c in "-_." for c in name) or not name[0].isalnum() \
-            or not name[-1].isalnum():
+    elif label_value_error(name):
         errors.append(f"{path}.name: {name!r} must be a valid label value (it becomes the {POOL_LABEL} label)")
     max_replicas = raw.get("maxReplicas")
     if max_replicas is not None and (isinstance(max_replicas, bool) or not isinstance(max_replicas, int)
