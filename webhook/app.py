@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -111,6 +112,7 @@ class ClusterServices:
         self.kube: Kube | None = None
         self.source: ClusterPolicySource | None = None
         self.pools: PoolStack | None = None
+        self._running = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> ClusterServices:
         s = self.settings
@@ -118,6 +120,9 @@ class ClusterServices:
             self.kube = await Kube.connect(s.kubeconfig or None, clock=self.clock)
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
+        # Closed in reverse: leave the election (releasing the Lease), stop watching, close the connection.
+        self._running.push_async_callback(self._forget)
+        self._running.push_async_callback(self.kube.close)
         try:
             self.source = ClusterPolicySource(kube=self.kube, store=self.admitter.store, clock=self.clock,
                                               metrics=self.metrics, paths=s.policy_paths)
@@ -130,7 +135,9 @@ class ClusterServices:
                                    retry_period=s.retry_period_seconds)
             self.admitter.namespaces = self.source.lookup_namespace
             self.admitter.placer = self.pools.placer
+            self._running.push_async_callback(self.source.stop)
             await self.source.start()
+            self._running.push_async_callback(self.pools.stop)
             self.pools.start()
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -142,15 +149,11 @@ class ClusterServices:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         """Leave the election (releasing the Lease), stop watching, close the connection. Idempotent."""
-        pools, self.pools = self.pools, None
-        source, self.source = self.source, None
-        kube, self.kube = self.kube, None
-        if pools is not None:
-            await pools.stop()
-        if source is not None:
-            await source.stop()
-        if kube is not None:
-            await kube.close()
+        running, self._running = self._running, contextlib.AsyncExitStack()
+        await running.aclose()
+
+    async def _forget(self) -> None:
+        self.kube = self.source = self.pools = None
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
