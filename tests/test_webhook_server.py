@@ -640,81 +640,8 @@ async def test_sigterm_drains_the_request_in_flight_and_exits_0(tls, client, tmp
 
 # --- settings -------------------------------------------------------------------------------------------------------
 
-def test_settings_from_env_parse_every_kind():
-    settings = WebhookSettings.from_env({
-        "BURSTFLOW_WEBHOOK_PORT": "8443", "BURSTFLOW_WEBHOOK_POLICY_PATHS": "policies/, extra.yaml",
-        "BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER": "false", "BURSTFLOW_WEBHOOK_DRAIN_TIMEOUT_SECONDS": "2.5",
-        "BURSTFLOW_WEBHOOK_LOG_FORMAT": "json", "BURSTFLOW_WEBHOOK_KEY_FILE": "", "UNRELATED": "x",
-        "BURSTFLOW_WEBHOOK_DRAIN_PERIOD_SECONDS": "1.5", "BURSTFLOW_WEBHOOK_FAIL_CLOSED": "true",
-        "BURSTFLOW_WEBHOOK_LEASE_DURATION_SECONDS": "30"})
-    assert settings == WebhookSettings(port=8443, policy_paths=("policies/", "extra.yaml"),
-                                       policies_from_cluster=False, drain_timeout_seconds=2.5, log_format="json",
-                                       drain_period_seconds=1.5, fail_closed=True, lease_duration_seconds=30)
-    assert (WebhookSettings().drain_period_seconds, WebhookSettings().fail_closed) == (10.0, False)
-
-
-@pytest.mark.parametrize("environ, message", [
-    ({"BURSTFLOW_WEBHOOK_PORT": "https"},
-     "BURSTFLOW_WEBHOOK_PORT='https': invalid literal for int() with base 10: 'https'"),
-    ({"BURSTFLOW_WEBHOOK_PORT": "70000"}, "from environment: port: 70000 is not a TCP port (0-65535)"),
-    ({"BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER": "maybe"},
-     "BURSTFLOW_WEBHOOK_POLICIES_FROM_CLUSTER='maybe': expected true or false"),
-    ({"BURSTFLOW_WEBHOOK_LOG_FORMAT": "xml"}, "from environment: log_format: 'xml' is not one of text, json"),
-    ({"BURSTFLOW_WEBHOOK_MAX_BODY_BYTES": "10"},
-     "from environment: max_body_bytes: 10 is too small to hold any AdmissionReview"),
-    ({"BURSTFLOW_WEBHOOK_LEASE_DURATION_SECONDS": "0.6"}, "from environment: --lease-duration 0.6: must be a whole "
-     "number of seconds >= 1 (a Lease stores leaseDurationSeconds in whole seconds)"),
-    ({"BURSTFLOW_WEBHOOK_RENEW_DEADLINE_SECONDS": "15"}, "from environment: --renew-deadline 15: must be less than "
-     "--lease-duration 15 (the rule is --lease-duration > --renew-deadline > --retry-period: a leader that cannot "
-     "renew stops before another may take over)"),
-    ({"BURSTFLOW_WEBHOOK_DRAIN_PERIOD_SECONDS": "-1"}, "from environment: drain_period_seconds: must be >= 0, got -1.0"),
-], ids=["port not a number", "port out of range", "bad boolean", "bad log format", "tiny body limit",
-        "sub-second lease", "renew deadline not below the lease", "negative drain period"])
-def test_settings_reject_bad_values_naming_the_variable(environ, message):
-    with pytest.raises(ValueError) as info:
-        WebhookSettings.from_env(environ)
-    assert str(info.value) == message
-
-
-def test_flags_override_environment_and_absent_flags_do_not():
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    args = parser.parse_args(["--port", "7443", "--policies", "a.yaml", "--policies", "dir/",
-                              "--no-cluster-policies"])
-    settings = settings_from_args(args, {"BURSTFLOW_WEBHOOK_PORT": "8443", "BURSTFLOW_WEBHOOK_METRICS_PORT": "9191"})
-    assert (settings.port, settings.metrics_port) == (7443, 9191)
-    assert settings.policy_paths == ("a.yaml", "dir/") and settings.policies_from_cluster is False
-    assert settings_from_args(parser.parse_args([]), {}) == WebhookSettings()
-    args = parser.parse_args(["--fail-closed", "--drain-period", "3", "--lease-duration", "20", "--renew-deadline",
-                              "12", "--retry-period", "3"])
-    settings = settings_from_args(args, {"BURSTFLOW_WEBHOOK_DRAIN_PERIOD_SECONDS": "5"})
-    assert (settings.fail_closed, settings.drain_period_seconds) == (True, 3.0)
-    assert (settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds) == (
-        20, 12, 3)
-    assert settings_from_args(parser.parse_args(["--fail-open"]),
-                              {"BURSTFLOW_WEBHOOK_FAIL_CLOSED": "true"}).fail_closed is False
-
-
-def test_the_deployment_grace_period_covers_the_drain_period_and_the_requests_in_flight():
-    import yaml
-
-    [deployment] = [d for d in yaml.safe_load_all((ROOT / "manifests" / "base" / "webhook.yaml").read_text())
-                    if d and d["kind"] == "Deployment"]
-    spec = deployment["spec"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"] if "value" in e}
-    settings = WebhookSettings.from_env(env)
-    # A few seconds beyond both for leaving the Lease election and closing the watches after the last request.
-    assert spec["terminationGracePeriodSeconds"] >= settings.drain_period_seconds + settings.drain_timeout_seconds + 3
-
-
-def test_every_setting_has_a_reason_and_secrets_are_redacted():
-    import dataclasses
-
-    assert all(f.metadata.get("reason") for f in dataclasses.fields(WebhookSettings))
-    shown = WebhookSettings(key_password="hunter2").redacted()
-    assert shown["key_password"] == "<redacted>" and "hunter2" not in json.dumps(shown)
-    assert "hunter2" not in repr(WebhookSettings(key_password="hunter2"))
-    assert WebhookSettings().redacted()["key_password"] == ""
+# Settings parsing (every kind, errors, flags over variables, reasons, redaction, the Deployment's grace period)
+# is tested with the cron service's in tests/test_settings.py.
 
 
 async def test_startup_logs_settings_once_with_secrets_redacted_and_a_bad_cert_exits_1(tmp_path, caplog):
@@ -914,23 +841,6 @@ async def test_admissions_streamed_across_sigterm_all_succeed_during_the_drain_p
         if child.returncode is None:
             child.kill()
             await child.wait()
-
-
-@pytest.mark.parametrize("argv, env, code, message", [
-    (["--port", "99999"], {}, 2, "burstflow webhook serve: port: 99999 is not a TCP port (0-65535)"),
-    (["--lease-duration", "0.6", "--renew-deadline", "0.4", "--retry-period", "0.05"], {}, 2,
-     "burstflow webhook serve: --lease-duration 0.6: must be a whole number of seconds >= 1 (a Lease stores "
-     "leaseDurationSeconds in whole seconds)"),
-    ([], {"BURSTFLOW_WEBHOOK_LOG_FORMAT": "xml"}, 2,
-     "burstflow webhook serve: from environment: log_format: 'xml' is not one of text, json"),
-], ids=["bad flag value", "sub-second lease flags", "bad variable"])
-async def test_burstflow_webhook_serve_rejects_bad_settings(argv, env, code, message):
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "burstflow.cli", "webhook", "serve", *argv, cwd=ROOT, env={**_child_env(), **env},
-        stderr=asyncio.subprocess.PIPE)
-    _, stderr = await asyncio.wait_for(child.communicate(), 20)
-    assert child.returncode == code
-    assert stderr.decode().strip() == message
 
 
 async def test_an_admitter_that_cannot_be_built_exits_1_after_logging_the_settings(tls, caplog):
