@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from burstflow.cron.metrics import CronMetrics
 from burstflow.cron.runner import CronRunner
 from burstflow.cron.settings import CronSettings
 from burstflow.cron.workflow import CRON_LABEL
+from burstflow.logs import context
 
 pytestmark = pytest.mark.kube
 
@@ -798,9 +799,10 @@ async def test_history_limits_delete_the_oldest_finished_workflows(env):
 # ------------------------------------------------------------------------------------------------ the service
 
 
-async def test_service_serves_metrics_and_healthz_and_takes_the_lease(env):
+async def test_service_serves_metrics_and_healthz_and_takes_the_lease(env, caplog):
     import aiohttp
 
+    caplog.set_level(logging.INFO, logger="burstflow.cron")
     await env.create_cron("nightly", every(10))
     settings = CronSettings(namespace=env.namespace, lease_namespace=env.namespace, identity="solo",
                             metrics_host="127.0.0.1", metrics_port=0, workers=2)
@@ -824,6 +826,11 @@ async def test_service_serves_metrics_and_healthz_and_takes_the_lease(env):
     assert 'burstflow_leader_is_leader{component="cron"} 1.0' in text
     assert "burstflow_cron_workflows 1.0" in text
     assert f'burstflow_cron_runs_created_total{{namespace="{env.namespace}"}} 1.0' in text
+    # Log lines about one CronWorkflow carry the field names both services use (burstflow.logs).
+    [created] = [r for r in caplog.records if r.getMessage() == "run created"]
+    assert {key: context(created)[key] for key in ("namespace", "name", "kind")} == {
+        "namespace": env.namespace, "name": "nightly", "kind": "CronWorkflow"}
+    assert context(created)["scheduled"].endswith("Z")
     assert "burstflow_cron_scheduling_lag_seconds_bucket" in text
     lease = await env.kube.get(LEASES, "burstflow-cron", namespace=env.namespace)
     assert lease["spec"]["holderIdentity"] == "solo"
