@@ -212,12 +212,12 @@ def convert(raw: str, kind: Any, *, choices: tuple[str, ...] | None = None) -> A
 
 
 def load(cls: type, environ: Mapping[str, str], *, args: argparse.Namespace | None = None,
-         overrides: Mapping[str, Any] | None = None, identity: PodIdentity | None = None):
+         overrides: Mapping[str, Any] | None = None, pod: PodIdentity | None = None):
     """An instance of the settings dataclass `cls`, each field from (first that applies):
 
     1. the flag in `args` (as added by `add_arguments`; absent flags are None) or a non-None `overrides[field]`;
     2. `BURSTFLOW_<SERVICE>_<FIELD>` in `environ`, then the field's `aliases` (unset or blank means not given);
-    3. for a field declared with `pod=`, `pod_identity(environ)` (or `identity`);
+    3. for a field declared with `pod=`, that part of `pod` (default `pod_identity(environ)`);
     4. the field's default.
     Raises `SettingsError` naming the flag and the variable for a value that does not convert or validate.
     """
@@ -249,8 +249,8 @@ def load(cls: type, environ: Mapping[str, str], *, args: argparse.Namespace | No
                 break
         else:
             if meta.get("pod"):
-                identity = identity or pod_identity(environ)
-                values[f.name] = getattr(identity, meta["pod"])
+                pod = pod or pod_identity(environ)
+                values[f.name] = getattr(pod, meta["pod"])
     try:
         return cls(**values)
     except SettingsError:

@@ -89,12 +89,12 @@ def test_both_services_take_identity_and_lease_namespace_from_the_pod(cls):
                              f"{prefix}LEASE_NAMESPACE": "leases"})
     assert (explicit.identity, explicit.lease_namespace) == ("replica-a", "leases")
     flagged = load(cls, {"POD_NAME": "pod"}, args=parse(cls, ["--identity", "replica-b"]),
-                   identity=PodIdentity("ignored", "team-a"))
+                   pod=PodIdentity("ignored", "team-a"))
     assert (flagged.identity, flagged.lease_namespace) == ("replica-b", "team-a")
 
 
 def test_the_cron_lease_namespace_defaults_to_the_pods_namespace_not_default():
-    settings = load(CronSettings, {}, identity=PodIdentity("cron-0", "team-a"))
+    settings = load(CronSettings, {}, pod=PodIdentity("cron-0", "team-a"))
     assert (settings.identity, settings.lease_namespace) == ("cron-0", "team-a")
 
 
