@@ -12,7 +12,6 @@ of a small write.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
@@ -171,7 +171,7 @@ def error_from_status(code: int, body: JSON | bytes | str | None) -> KubeError:
     status: JSON | None = None
     if isinstance(body, (bytes, str)):
         try:
-            parsed = json.loads(body) if body else None
+            parsed = orjson.loads(body) if body else None
         except ValueError:
             parsed = None
         if isinstance(parsed, dict):
@@ -332,7 +332,7 @@ class Kube:
         if not 200 <= response.status < 300:
             raise error_from_status(response.status, raw)
         try:
-            data = json.loads(raw) if raw else {}
+            data = orjson.loads(raw) if raw else {}
         except ValueError as exc:
             raise KubeError(response.status, "InvalidResponse",
                             f"{method} {path}: response is not JSON: {raw[:200]!r}") from exc
@@ -388,10 +388,13 @@ class Kube:
                 if token:
                     raise _ContinueExpired(gone) from gone
                 raise
-            if first is None:
-                first = page
-            items.extend(map(transform, page.get("items") or []) if transform else page.get("items") or [])
             previous, token = token, (page.get("metadata") or {}).get("continue") or None
+            if first is None:
+                first = {key: value for key, value in page.items() if key != "items"}
+            items.extend(map(transform, page.get("items") or []) if transform else page.get("items") or [])
+            # Drop the page before the next one arrives: with `transform` only one page of whole objects is ever
+            # held, however long the list.
+            del page
             if not token:
                 break
             if token == previous:
@@ -552,7 +555,7 @@ def _namespace_of(resource: Resource, body: JSON, namespace: str | None) -> str 
 
 def _parse_watch_line(path: str, lineno: int, line: bytes) -> WatchEvent:
     try:
-        data = json.loads(line)
+        data = orjson.loads(line)
     except ValueError as exc:
         raise KubeError(0, "InvalidResponse", f"watch {path}: line {lineno} is not JSON: {line[:200]!r}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not isinstance(data.get("object"), dict):

@@ -496,6 +496,46 @@ async def test_list_pages_and_label_selectors(kube, namespace):
     assert [item["metadata"]["name"] for item in one["items"]] == ["cm-2"]
 
 
+async def test_paged_list_across_namespaces_is_one_snapshot_in_etcd_key_order(kube, namespace):
+    # etcd orders an all-namespaces list by the key string "namespace/name", so "<ns>-b/..." comes before "<ns>/...";
+    # the continue token is the last key returned. Writes landing between pages must not show up in the list.
+    other = f"{namespace}-b"
+    label = f"burstflow.io/list-{namespace}"
+    await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
+    try:
+        for ns in (namespace, other):
+            for name in ("a", "m", "z"):
+                await kube.create(CONFIGMAPS, _cm(name, ns, {label: "x"}))
+        first_page_read = asyncio.Event()
+        writes_done: list[int] = []
+
+        async def write_between_pages() -> None:
+            await first_page_read.wait()
+            for ns in (namespace, other):
+                await kube.delete(CONFIGMAPS, "z", namespace=ns)
+                await kube.create(CONFIGMAPS, _cm("n", ns, {label: "x"}))
+                await kube.patch(CONFIGMAPS, "m", {"data": {"changed": "yes"}}, namespace=ns)
+                writes_done.append(len(seen))
+
+        seen: list[tuple[str, str, dict]] = []
+
+        def record(obj: dict) -> tuple[str, str]:
+            seen.append((obj["metadata"]["namespace"], obj["metadata"]["name"], obj.get("data") or {}))
+            first_page_read.set()
+            return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+        writer = asyncio.create_task(write_between_pages())
+        listing = await kube.list(CONFIGMAPS, label_selector=label, page_size=1, transform=record)
+        await writer
+    finally:
+        await kube.delete(NAMESPACES, other, propagation="Background")
+    expected = [(ns, name) for ns in (other, namespace) for name in ("a", "m", "z")]
+    assert f"{other}/z" < f"{namespace}/a"
+    assert listing["items"] == expected
+    assert all(data == {} for _, _, data in seen)
+    assert writes_done and writes_done[0] < len(expected), "the writes did not land between pages"
+
+
 async def test_list_follows_every_page_on_the_sim(sim, kube, namespace):
     for i in range(5):
         await kube.create(CONFIGMAPS, _cm(f"cm-{i}", namespace))

@@ -8,12 +8,15 @@ watch queues may share them without copying.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import bisect
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 Key = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str, str]  # (namespace or "", name)
+# How many list snapshots (one per list started, at its resourceVersion) are kept for their continue tokens.
+LIST_SNAPSHOTS = 16
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,15 @@ def _okey(obj: dict) -> ObjKey:
     return (meta.get("namespace") or "", meta["name"])
 
 
+def list_key(obj: dict, namespace: str | None = None) -> str:
+    """An object's etcd key below the prefix a list of `namespace` reads, which orders the list and its continue
+    tokens: `name` within one namespace (and for cluster-scoped objects), `namespace/name` across namespaces. So
+    across namespaces the order is the string's, not (namespace, name)'s: `a-b/x` sorts before `a/x`."""
+    meta = obj["metadata"]
+    ns = meta.get("namespace")
+    return f"{ns}/{meta['name']}" if ns and namespace is None else meta["name"]
+
+
 def _owner_uids(obj: dict | None) -> set[str]:
     if not obj:
         return set()
@@ -89,6 +101,9 @@ class Store:
         self._history: deque[Change] = deque(maxlen=history)
         self._watchers: set[Watcher] = set()
         self._dependents: dict[str, set[tuple[Key, ObjKey]]] = {}
+        # (resource, namespace, rv) -> the objects at rv in etcd key order: a paged list reads its pages from the
+        # one snapshot its first page took, instead of rebuilding the whole state for every page.
+        self._lists: OrderedDict[tuple[Key, str | None, int], list[dict]] = OrderedDict()
 
     def get(self, key: Key, namespace: str, name: str) -> dict | None:
         return self._objects.get(key, {}).get((namespace or "", name))
@@ -171,6 +186,37 @@ class Store:
             else:
                 state[okey] = change.old
         return [state[k] for k in sorted(state)]
+
+    def list_from(self, key: Key, namespace: str | None, at_rv: int, start: str = "", *,
+                  keep: bool = True) -> list[dict] | None:
+        """The objects of a list at `at_rv` whose etcd key (`list_key`) is `start` or after, in etcd key order; None
+        when changes after `at_rv` have been compacted away (the continue token expired: 410).
+
+        The first page of a paged list asks at the current resourceVersion; the snapshot it takes is kept (`keep`,
+        up to LIST_SNAPSHOTS lists), so each further page costs a binary search and a slice, not a rebuild of the
+        state. A page whose snapshot was dropped rebuilds it from the change history.
+        """
+        if at_rv < self.compacted_rv:
+            return None
+        skey = (key, namespace, at_rv)
+        objs = self._lists.get(skey)
+        if objs is None:
+            objs = self.items(key, namespace) if at_rv >= self.rv else self.snapshot(key, namespace, at_rv)
+            if objs is None:
+                return None
+            objs.sort(key=lambda obj: list_key(obj, namespace))
+            if at_rv > self.rv or not keep:  # (a version this store never issued: later writes would change it)
+                return objs[bisect.bisect_left(objs, start, key=lambda obj: list_key(obj, namespace)):]
+            for stale in [k for k in self._lists if k[2] < self.compacted_rv]:
+                del self._lists[stale]
+            self._lists[skey] = objs
+            while len(self._lists) > LIST_SNAPSHOTS:
+                self._lists.popitem(last=False)
+        else:
+            self._lists.move_to_end(skey)
+        if not start:
+            return list(objs)
+        return objs[bisect.bisect_left(objs, start, key=lambda obj: list_key(obj, namespace)):]
 
     def start_watch(self, key: Key, namespace: str | None, match: Callable[[dict], bool],
                     since: int | None) -> Watcher:
