@@ -16,8 +16,6 @@ OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_SET_REQUIREMENT = re.compile(r"^(\S+?)\s+(in|notin)\s*\((.*)\)$")
-_EQUALITY_REQUIREMENT = re.compile(r"^([^=!\s]+)\s*(==|=|!=)\s*(.*)$")
 
 
 def label_key_error(key: str) -> str | None:
@@ -46,7 +44,8 @@ class SelectorError(FieldError):
 @dataclass(frozen=True)
 class Requirement:
     """One requirement in `metav1.LabelSelectorRequirement` terms; the query string's `=` is a one-value `In`
-    and its `!=` a one-value `NotIn` (both match objects without the label, as the API server does)."""
+    and its `!=` a one-value `NotIn` (which matches objects without the label, as the API server does); its `>` and
+    `<` are `Gt` and `Lt` with one integer value."""
 
     key: str
     operator: str
@@ -59,7 +58,14 @@ class Requirement:
             return self.key not in labels or labels[self.key] not in self.values
         if self.operator == "Exists":
             return self.key in labels
-        return self.key not in labels
+        if self.operator == "DoesNotExist":
+            return self.key not in labels
+        # Gt / Lt (query strings only): both sides must be integers, as the API server compares them.
+        (bound,) = self.values
+        value = labels.get(self.key)
+        if value is None or not _INTEGER.match(value):
+            return False
+        return int(value) > int(bound) if self.operator == "Gt" else int(value) < int(bound)
 
 
 @dataclass(frozen=True)
@@ -176,54 +182,219 @@ def compile_requirement(raw: Any, path: str) -> Requirement:
 
 
 # --- the list/watch query string --------------------------------------------------------------------------------
+# A port of apimachinery's labels.Parse (k8s.io/apimachinery/pkg/labels/selector.go, as in kube-apiserver 1.24):
+# the same tokens, the same grammar, the same messages (checked against a real server, tests/test_selectors.py).
+
+_END, _IDENTIFIER = "end of string", "identifier"
+_SPECIAL = frozenset("=!(),><")
+_WHITESPACE = frozenset(" \t\r\n")
+_SYMBOLS = frozenset({")", ",", "!", "==", "=", ">", "<", "!=", "("})
+_KEYWORDS = frozenset({"in", "notin"})
+_BINARY = {"in": "In", "notin": "NotIn", "=": "In", "==": "In", "!=": "NotIn", ">": "Gt", "<": "Lt"}
+_BINARY_NAMES = "in, notin, =, ==, !=, gt, lt"
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+_QUALIFIED_NAME_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_QUALIFIED_NAME_MSG = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                       "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation "
+                       f"is '{_QUALIFIED_NAME_FMT}')")
+_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
+                  "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation "
+                  "is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+_LABEL_VALUE_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+                    "and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or "
+                    f"'12345', regex used for validation is '({_QUALIFIED_NAME_FMT})?')")
 
 
-def _split_top_level(text: str) -> list[str]:
-    """`text` split at the commas outside parentheses (a set requirement's values have their own commas)."""
-    parts, depth, current = [], 0, []
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
+def _lex(text: str) -> list[tuple[str, str]]:
+    """(token, literal) pairs ending with the end-of-string token; a token is a symbol, a keyword or an
+    identifier (anything else up to whitespace or a symbol character). Symbols are read greedily (`!=`, `==`)."""
+    items: list[tuple[str, str]] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in _WHITESPACE:
+            i += 1
+        if i == n:
+            items.append((_END, ""))
+            return items
+        if text[i] in _SPECIAL:
+            symbol = text[i]
+            i += 1
+            while i < n and symbol + text[i] in _SYMBOLS:
+                symbol += text[i]
+                i += 1
+            items.append((symbol, symbol))
         else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
+            start = i
+            while i < n and text[i] not in _SPECIAL and text[i] not in _WHITESPACE:
+                i += 1
+            word = text[start:i]
+            items.append((word if word in _KEYWORDS else _IDENTIFIER, word))
 
 
-def _check_key(key: str, text: str) -> str:
-    if not key or label_key_error(key):
-        raise SelectorError("", f'unable to parse requirement: invalid label key "{key}" in selector "{text}"')
-    return key
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _qualified_name_errors(key: str) -> list[str]:
+    """apimachinery validation.IsQualifiedName."""
+    parts = key.split("/")
+    errors = []
+    if len(parts) > 2:
+        return [f"a qualified name {_QUALIFIED_NAME_MSG} with an optional DNS subdomain prefix and '/' (e.g. "
+                "'example.com/MyName')"]
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            errors.append("prefix part must be non-empty")
+        else:
+            if len(prefix) > 253:
+                errors.append("prefix part must be no more than 253 characters")
+            if not DNS_SUBDOMAIN.match(prefix):
+                errors.append(f"prefix part {_SUBDOMAIN_MSG}")
+    if not name:
+        errors.append("name part must be non-empty")
+    elif len(name) > 63:
+        errors.append("name part must be no more than 63 characters")
+    if not _LABEL_NAME.match(name):
+        errors.append(f"name part {_QUALIFIED_NAME_MSG}")
+    return errors
+
+
+def _label_value_errors(value: str) -> list[str]:
+    """apimachinery validation.IsValidLabelValue."""
+    errors = []
+    if len(value) > 63:
+        errors.append("must be no more than 63 characters")
+    if value and not _LABEL_NAME.match(value):
+        errors.append(_LABEL_VALUE_MSG)
+    return errors
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.items = _lex(text)
+        self.position = 0
+
+    def lookahead(self, values: bool) -> tuple[str, str]:
+        token, literal = self.items[self.position]
+        return (_IDENTIFIER if values and token in _KEYWORDS else token), literal
+
+    def consume(self, values: bool) -> tuple[str, str]:
+        found = self.lookahead(values)
+        self.position += 1
+        return found
+
+    def parse(self) -> list[Requirement]:
+        requirements = []
+        while True:
+            token, literal = self.lookahead(True)
+            if token in (_IDENTIFIER, "!"):
+                try:
+                    requirements.append(self.requirement())
+                except SelectorError as exc:
+                    raise SelectorError("", f"unable to parse requirement: {exc.message}") from None
+                token, literal = self.consume(True)
+                if token == _END:
+                    return requirements
+                if token != ",":
+                    raise SelectorError("", f"found '{literal}', expected: ',' or 'end of string'")
+                following, literal = self.lookahead(True)
+                if following not in (_IDENTIFIER, "!"):
+                    raise SelectorError("", f"found '{literal}', expected: identifier after ','")
+            elif token == _END:
+                return requirements
+            else:
+                raise SelectorError("", f"found '{literal}', expected: !, identifier, or 'end of string'")
+
+    def requirement(self) -> Requirement:
+        token, key = self.consume(True)
+        negated = token == "!"
+        if negated:
+            token, key = self.consume(True)
+        if token != _IDENTIFIER:
+            raise SelectorError("", f"found '{key}', expected: identifier")
+        errors = _qualified_name_errors(key)
+        if errors:
+            raise SelectorError("", f"<nil>: Invalid value: {_quoted(key)}: {'; '.join(errors)}")
+        if negated or self.lookahead(True)[0] in (_END, ","):
+            return Requirement(key, "DoesNotExist" if negated else "Exists")
+        token, literal = self.consume(False)
+        operator = _BINARY.get(token)
+        if operator is None:
+            raise SelectorError("", f"found '{literal}', expected: {_BINARY_NAMES}")
+        values = self.value_set() if token in _KEYWORDS else self.exact_value()
+        return _requirement(key, operator, values)
+
+    def value_set(self) -> set[str]:
+        token, literal = self.consume(True)
+        if token != "(":
+            raise SelectorError("", f"found '{literal}' expected: '('")
+        token, literal = self.lookahead(True)
+        if token == ")":
+            self.consume(True)
+            return {""}
+        if token not in (_IDENTIFIER, ","):
+            raise SelectorError("", f"found '{literal}', expected: ',', ')' or identifier")
+        values = self.identifiers()
+        if self.consume(True)[0] != ")":
+            raise SelectorError("", f"found '{literal}', expected: ')'")
+        return values
+
+    def identifiers(self) -> set[str]:
+        values: set[str] = set()
+        while True:
+            token, literal = self.consume(True)
+            if token == _IDENTIFIER:
+                values.add(literal)
+                following, literal = self.lookahead(True)
+                if following == ")":
+                    return values
+                if following != ",":
+                    raise SelectorError("", f"found '{literal}', expected: ',' or ')'")
+            elif token == ",":
+                if not values:
+                    values.add("")  # "(,"
+                following = self.lookahead(True)[0]
+                if following == ")":
+                    values.add("")  # ",)"
+                    return values
+                if following == ",":
+                    self.consume(True)
+                    values.add("")  # ",,"
+            else:
+                raise SelectorError("", f"found '{literal}', expected: ',', or identifier")
+
+    def exact_value(self) -> set[str]:
+        if self.lookahead(True)[0] in (_END, ","):
+            return {""}
+        token, literal = self.consume(True)
+        if token != _IDENTIFIER:
+            raise SelectorError("", f"found '{literal}', expected: identifier")
+        return {literal}
+
+
+def _requirement(key: str, operator: str, values: set[str]) -> Requirement:
+    """apimachinery labels.NewRequirement's value checks, each error worded as a field.Error; several are listed
+    in brackets as an aggregate error prints them."""
+    ordered = sorted(values)
+    errors = []
+    if operator in ("Gt", "Lt"):
+        if not _INTEGER.match(ordered[0]) or not -2 ** 63 <= int(ordered[0]) < 2 ** 63:
+            errors.append(f"values[0]: Invalid value: {_quoted(ordered[0])}: for 'Gt', 'Lt' operators, the value "
+                          "must be an integer")
+    for index, value in enumerate(ordered):
+        problems = _label_value_errors(value)
+        if problems:
+            errors.append(f"values[{index}][{key}]: Invalid value: {_quoted(value)}: {'; '.join(problems)}")
+    if errors:
+        raise SelectorError("", errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]")
+    return Requirement(key, operator, frozenset(values))
 
 
 def parse_label_selector(text: str | None) -> Selector:
-    """Parse the `labelSelector` query parameter, `a=b,c!=d,e in (f,g),h notin (i),j,!k`; an empty one matches
-    everything. Raises SelectorError worded as kube-apiserver's 400 message."""
+    """Parse the `labelSelector` query parameter (`a=b,c!=d,e in (f,g),h notin (i),j,!k,l>5`) as kube-apiserver
+    does; an empty one matches everything. Raises SelectorError carrying the server's 400 message."""
     if not text or not text.strip():
         return EVERYTHING
-    requirements = []
-    for raw in _split_top_level(text):
-        part = raw.strip()
-        if not part:
-            raise SelectorError("", f'unable to parse requirement: found \'\', expected: identifier in selector '
-                                    f'"{text}"')
-        if match := _SET_REQUIREMENT.match(part):
-            values = frozenset(v.strip() for v in match.group(3).split(",") if v.strip())
-            operator = "In" if match.group(2) == "in" else "NotIn"
-            requirements.append(Requirement(_check_key(match.group(1), text), operator, values))
-        elif part.startswith("!"):
-            requirements.append(Requirement(_check_key(part[1:].strip(), text), "DoesNotExist"))
-        elif match := _EQUALITY_REQUIREMENT.match(part):
-            operator = "NotIn" if match.group(2) == "!=" else "In"
-            requirements.append(Requirement(_check_key(match.group(1), text), operator,
-                                            frozenset((match.group(3).strip(),))))
-        elif re.search(r"[\s()=!]", part):
-            raise SelectorError("", f'unable to parse requirement: unexpected text in selector "{text}": "{part}"')
-        else:
-            requirements.append(Requirement(_check_key(part, text), "Exists"))
-    return Selector(tuple(requirements))
+    return Selector(tuple(_Parser(text).parse()))
