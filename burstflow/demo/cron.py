@@ -18,7 +18,7 @@ from typing import TextIO
 import yaml
 from prometheus_client import CollectorRegistry
 
-from burstflow import data
+from burstflow import data, logs
 from burstflow.apisim import ApiSim
 from burstflow.clock import FakeClock
 from burstflow.kube import CRDS, CRON_WORKFLOWS, NAMESPACES, WORKFLOWS, Kube
@@ -51,7 +51,7 @@ class _Recorder(logging.Handler):
         self.records: list[tuple[str, dict]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.getMessage(), dict(getattr(record, "fields", None) or {})))
+        self.records.append((record.getMessage(), dict(logs.context(record))))
 
 
 async def run_cron_demo(*, hours: float = 11.0, out: TextIO | None = None, seed: Path | None = None) -> dict:
