@@ -7,6 +7,7 @@ import asyncio
 import base64
 import copy
 import json
+import logging
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from burstflow import kube as k
 from burstflow.clock import FakeClock
+from burstflow.logs import JsonFormatter
 from tests.conftest import ROOT, load_admission
 from tests.kubefixtures import apply_crds
 from burstflow.webhook.admitter import PodAdmitter, PolicyStore
@@ -184,7 +186,8 @@ async def _at_least(awaitable, count: int):
     return items if len(items) >= count else None
 
 
-async def test_new_invalid_object_is_left_out_and_valid_ones_stay(kube, namespace, marked, running, cleanup):
+async def test_new_invalid_object_is_left_out_and_valid_ones_stay(kube, namespace, marked, running, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="burstflow.webhook.sources")
     source, admitter, _ = await running()
     good, bad = f"{marked}-good", f"{marked}-bad"
     await kube.create(k.BURSTPROFILES, profile(good, marked, "red"))
@@ -196,6 +199,9 @@ async def test_new_invalid_object_is_left_out_and_valid_ones_stay(kube, namespac
     assert await admitted_team(admitter, namespace) == "red"
     names = {p.name for p in source.store.policies.profiles}
     assert good in names and bad not in names
+    [rejected] = [r for r in caplog.records if r.levelno == logging.ERROR and "is invalid" in r.getMessage()]
+    assert json.loads(JsonFormatter().format(rejected))["name"] == bad
+    assert json.loads(JsonFormatter().format(rejected))["kind"] == "BurstProfile"
 
 
 async def test_resource_policy_status_writes_do_not_recompile(kube, namespace, running, cleanup):

@@ -18,6 +18,7 @@ from typing import Any
 
 from burstflow import kube as k
 from burstflow.clock import Clock, SystemClock
+from burstflow.logs import fields
 from burstflow.timefmt import parse_time
 from burstflow.webhook.admitter import PolicyStore
 from burstflow.webhook.configmaps import ECI_PROFILE, NAMESPACE as PROFILES_NAMESPACE, VCI_PROFILE
@@ -80,6 +81,12 @@ def _key(obj: Mapping[str, Any], fallback: str = "") -> Key:
 def _ref(key: Key) -> str:
     kind, namespace, name = key
     return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+
+
+def _fields(key: Key) -> dict[str, Any]:
+    """The log context fields naming one policy object."""
+    kind, namespace, name = key
+    return fields(kind=kind, namespace=namespace or None, name=name)
 
 
 def fingerprint(obj: Mapping[str, Any]) -> str:
@@ -330,7 +337,7 @@ class ClusterPolicySource:
         version = str(metadata.get("resourceVersion") or "")
         if event.type == "DELETED":
             if self._cluster.pop(key, None) is not None:
-                log.info("%s deleted; no longer in effect", _ref(key))
+                log.info("%s deleted; no longer in effect", _ref(key), extra=_fields(key))
                 self._publish()
             return
         content = fingerprint(obj)
@@ -343,7 +350,7 @@ class ClusterPolicySource:
         if key in self._files:
             message = (f"{_ref(key)} is also defined in the policy file {self._files[key].origin}; the file's "
                        f"version is in effect and this object is ignored")
-            log.warning("%s", message)
+            log.warning("%s", message, extra=_fields(key))
             entry.active, entry.errors = None, []
             self._emit(obj, REASON_SHADOWED, message, "Warning")
             return
@@ -354,10 +361,10 @@ class ClusterPolicySource:
             self._log_warnings(compiled.warnings)
             if entry.errors:
                 message = (f"{_ref(key)} is valid again; resourceVersion {version} is in effect")
-                log.info("%s", message)
+                log.info("%s", message, extra=_fields(key))
                 self._emit(obj, REASON_VALID_AGAIN, message, "Normal")
             entry.active, entry.active_version, entry.errors = compiled, version, []
-            log.info("%s (resourceVersion %s) compiled; in effect", _ref(key), version)
+            log.info("%s (resourceVersion %s) compiled; in effect", _ref(key), version, extra=_fields(key))
         self._publish()
 
     def _reject(self, entry: _Entry, obj: Mapping[str, Any], version: str, errors: list[PolicyError]) -> None:
@@ -367,7 +374,7 @@ class ClusterPolicySource:
         else:
             outcome = "it is not in effect until it is fixed"
         message = f"{_ref(entry.key)} (resourceVersion {version}) is invalid: {_details(errors)}; {outcome}"
-        log.error("%s", message)
+        log.error("%s", message, extra=_fields(entry.key))
         if self.metrics is not None:
             self.metrics.policy_load_errors.labels(source="cluster").inc()
         if len(message) > EVENT_MESSAGE_LIMIT:
