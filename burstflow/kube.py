@@ -352,7 +352,8 @@ class Kube:
                    transform: Callable[[JSON], Any] | None = None) -> JSON:
         """Every matching object as one List dict: `items` from all pages, `metadata.resourceVersion` of the
         snapshot (start a watch from it). With `transform`, `items` holds `transform(object)` instead, applied
-        page by page, so a big list never holds all its full objects at once.
+        page by page, so a big list never holds all its full objects at once. The next page is requested before
+        this one is transformed, so the server prepares it meanwhile.
 
         Pages of `page_size` are followed through `metadata.continue` (None asks for everything at once). When a
         continue token expires (410, the server compacted its history mid-list) the list restarts from scratch
@@ -373,32 +374,46 @@ class Kube:
                           field_selector: str | None, page_size: int | None,
                           transform: Callable[[JSON], Any] | None = None) -> JSON:
         path = resource.path(namespace)
-        items: list[JSON] = []
-        first: JSON | None = None
-        token: str | None = None
-        while True:
+
+        async def fetch(token: str | None) -> JSON:
             query = _selectors(label_selector, field_selector)
             if page_size:
                 query.append(("limit", str(page_size)))
             if token:
                 query.append(("continue", token))
             try:
-                page = await self._call("GET", path, query=query)
+                return await self._call("GET", path, query=query)
             except Gone as gone:
                 if token:
                     raise _ContinueExpired(gone) from gone
                 raise
-            previous, token = token, (page.get("metadata") or {}).get("continue") or None
-            if first is None:
-                first = {key: value for key, value in page.items() if key != "items"}
-            items.extend(map(transform, page.get("items") or []) if transform else page.get("items") or [])
-            # Drop the page before the next one arrives: with `transform` only one page of whole objects is ever
-            # held, however long the list.
-            del page
-            if not token:
-                break
-            if token == previous:
-                raise KubeError(200, "InvalidResponse", f"list {path}: the server repeated continue token {token!r}")
+
+        items: list[JSON] = []
+        first: JSON | None = None
+        token: str | None = None
+        following: asyncio.Task[JSON] | None = None
+        try:
+            page = await fetch(None)
+            while True:
+                previous, token = token, (page.get("metadata") or {}).get("continue") or None
+                if token and token == previous:
+                    raise KubeError(200, "InvalidResponse",
+                                    f"list {path}: the server repeated continue token {token!r}")
+                # Ask for the next page before slimming this one: the server prepares it while we transform.
+                following = asyncio.ensure_future(fetch(token)) if token else None
+                if first is None:
+                    first = {key: value for key, value in page.items() if key != "items"}
+                items.extend(map(transform, page.get("items") or []) if transform else page.get("items") or [])
+                # Drop the page before the next one is decoded: with `transform` at most two pages of whole
+                # objects are held (this one while the next arrives), however long the list.
+                del page
+                if following is None:
+                    break
+                page = await following
+        finally:
+            await cancel_and_wait(following)
+            if following is not None and not following.cancelled():
+                following.exception()  # retrieved: the error that matters is the one already raising, if any
         assert first is not None
         metadata = {k: v for k, v in (first.get("metadata") or {}).items()
                     if k not in ("continue", "remainingItemCount")}
