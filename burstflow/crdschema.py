@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,15 +67,16 @@ def to_json_schema(node: Any) -> Any:
 
 def prune_nulls(value: Any, schema: Any) -> Any:
     """`value` without the null object fields its schema does not mark `nullable` (what kube-apiserver drops before
-    it validates and stores). Returns `value` itself when nothing was dropped."""
-    if isinstance(value, Mapping) and isinstance(schema, Mapping):
+    it validates and stores). Returns `value` itself when nothing was dropped. Objects are JSON-decoded dicts (the
+    checks are `dict`, not `Mapping`: an ABC check per node costs more than the rest of the walk)."""
+    if isinstance(value, dict) and isinstance(schema, dict):
         properties = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
         out: dict[str, Any] | None = None
         for key, item in value.items():
-            sub = properties.get(key, extra if isinstance(extra, Mapping) else None)
-            if item is None and not (isinstance(sub, Mapping) and sub.get("nullable")):
-                if sub is None and not properties and not isinstance(extra, Mapping):
+            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            if item is None and not (sub is not None and sub.get("nullable")):
+                if sub is None and not properties and not isinstance(extra, dict):
                     continue  # not described (preserved unknown field): kept as written
                 out = dict(value) if out is None else out
                 del out[key]
@@ -85,7 +86,7 @@ def prune_nulls(value: Any, schema: Any) -> Any:
                 out = dict(value) if out is None else out
                 out[key] = pruned
         return value if out is None else out
-    if isinstance(value, list) and isinstance(schema, Mapping) and isinstance(schema.get("items"), Mapping):
+    if isinstance(value, list) and isinstance(schema, dict) and isinstance(schema.get("items"), dict):
         items = [prune_nulls(item, schema["items"]) for item in value]
         return value if all(a is b for a, b in zip(items, value)) else items
     return value
@@ -157,7 +158,11 @@ class CrdSchema:
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.schema = schema
-        self._validator = jsonschema.Draft7Validator(to_json_schema(schema))
+        self._validator: jsonschema.Draft7Validator | None = None
+
+    def child(self, name: str) -> CrdSchema:
+        """The schema of property `name` (e.g. `spec`), for a caller that checks only that part of an object."""
+        return CrdSchema((self.schema.get("properties") or {}).get(name) or {})
 
     def prune(self, obj: Any) -> Any:
         """`obj` with the nulls the API server would drop."""
@@ -165,24 +170,39 @@ class CrdSchema:
 
     def violations(self, obj: Any) -> list[Violation]:
         """Every schema violation of `obj`, ordered by path; [] when it is valid."""
+        if self._validator is None:  # compiled on first use: a caller may only prune or look for unknown fields
+            self._validator = jsonschema.Draft7Validator(to_json_schema(self.schema))
         errors = sorted(self._validator.iter_errors(self.prune(obj)), key=lambda e: list(map(str, e.absolute_path)))
         return [Violation(tuple(e.absolute_path), str(e.validator), e.instance, e.validator_value, e.message)
                 for e in errors]
 
-    def unknown_fields(self, obj: Any) -> list[Violation]:
-        """Fields of `obj` its schema does not declare, in walk order."""
-        found = []
-        for value, _, node, path in walk(obj, self.schema):
-            properties = node.get("properties")
-            if (not isinstance(value, Mapping) or properties is None or "additionalProperties" in node
-                    or node.get("x-kubernetes-preserve-unknown-fields")):
-                continue
-            for key in value:
-                if key not in properties:
-                    known = ", ".join(sorted(properties))
-                    found.append(Violation(tuple(path + [key]), "unknown", value[key], sorted(properties),
-                                           f"unknown field {key!r} (known: {known})"))
+    def unknown_fields(self, obj: Any, path: Sequence[Any] = ()) -> list[Violation]:
+        """Fields of `obj` its schema does not declare, pre-order; `path` is where `obj` sits in its object."""
+        found: list[Violation] = []
+        _unknown(obj, self.schema, list(path), found)
         return found
+
+
+def _unknown(value: Any, schema: Any, path: list[Any], found: list[Violation]) -> None:
+    if isinstance(value, dict) and isinstance(schema, dict):
+        properties = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        strict = (properties is not None and extra is None
+                  and not schema.get("x-kubernetes-preserve-unknown-fields"))
+        for key, item in value.items():
+            sub = properties.get(key) if properties is not None else None
+            if sub is None:
+                if strict:
+                    known = ", ".join(sorted(properties))
+                    found.append(Violation(tuple(path + [key]), "unknown", item, sorted(properties),
+                                           f"unknown field {key!r} (known: {known})"))
+                    continue
+                sub = extra if isinstance(extra, dict) else None
+            if sub is not None and item is not None:
+                _unknown(item, sub, path + [key], found)
+    elif isinstance(value, list) and isinstance(schema, dict) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            _unknown(item, schema["items"], path + [index], found)
 
 
 def of_crd(crd: Mapping[str, Any], version: str) -> CrdSchema:
@@ -198,20 +218,20 @@ def walk(value: Any, schema: Any, old: Any = None, path: list[Any] | None = None
     """(value, the old value at the same place or None, its schema, its path) for every non-null value the schema
     describes, pre-order. Properties the schema does not declare are followed through `additionalProperties`
     when that is a schema, else skipped; list items are paired with no old value (as kube-apiserver does for
-    lists that are not maps)."""
+    lists that are not maps). Objects and schemas are JSON/YAML-decoded dicts."""
     path = [] if path is None else path
-    if value is None or not isinstance(schema, Mapping):
+    if value is None or not isinstance(schema, dict):
         return
     yield value, old, schema, path
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         properties = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
         for key, item in value.items():
             sub = properties.get(key)
-            if sub is None and isinstance(extra, Mapping):
+            if sub is None and isinstance(extra, dict):
                 sub = extra
             if sub is not None:
-                yield from walk(item, sub, old.get(key) if isinstance(old, Mapping) else None, path + [key])
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+                yield from walk(item, sub, old.get(key) if isinstance(old, dict) else None, path + [key])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             yield from walk(item, schema["items"], None, path + [index])

@@ -153,8 +153,8 @@ class ResourcePolicy:
 
 
 @functools.lru_cache(maxsize=1)
-def _schema() -> crdschema.CrdSchema:
-    return crdschema.of_crd(yaml.safe_load(data.crd_text(CRD_FILE)), VERSION)
+def _spec_schema() -> crdschema.CrdSchema:
+    return crdschema.of_crd(yaml.safe_load(data.crd_text(CRD_FILE)), VERSION).child("spec")
 
 
 def compile_resource_policy(obj: Any, *, source: str = "") -> ResourcePolicy:
@@ -164,11 +164,12 @@ def compile_resource_policy(obj: Any, *, source: str = "") -> ResourcePolicy:
     """
     if not isinstance(obj, Mapping):
         raise ResourcePolicyError(source, [f"expected a ResourcePolicy object, got {type(obj).__name__}"])
-    # The CRD schema prunes nulls as the API server does and names fields it does not declare (typos such as
-    # `maxReplica`, which the server would drop silently); the checks below give each field's own message.
-    schema = _schema()
-    obj = schema.prune(obj)
-    errors = [f"{crdschema.field_path(v.path)}: {v.message}" for v in schema.unknown_fields(obj)]
+    # The spec's CRD schema prunes nulls as the API server does and names fields it does not declare (typos such as
+    # `maxReplica`, which the server would drop silently); the checks below give each field's own message. The
+    # status is Burstflow's own bookkeeping, left unchecked (the reconciler compiles every policy every pass).
+    schema = _spec_schema()
+    spec = schema.prune(obj.get("spec"))
+    errors = [f"{crdschema.field_path(v.path)}: {v.message}" for v in schema.unknown_fields(spec, ["spec"])]
     if obj.get("apiVersion") != API_VERSION:
         errors.append(f"apiVersion: expected {API_VERSION!r}, got {obj.get('apiVersion')!r}")
     if obj.get("kind") != KIND:
@@ -188,7 +189,6 @@ def compile_resource_policy(obj: Any, *, source: str = "") -> ResourcePolicy:
         generation = metadata.get("generation") if isinstance(metadata.get("generation"), int) else None
     if not source:
         source = f"ResourcePolicy {namespace}/{name}"
-    spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         raise ResourcePolicyError(source, errors + ["spec: required"])
 
