@@ -172,8 +172,10 @@ def serve_command(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         print(f"burstflow webhook serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    metrics = WebhookMetrics(CollectorRegistry())
+    clock = SystemClock()
 
     def admitter_factory(metrics: WebhookMetrics, clock: Clock) -> PodAdmitter:
         return from_settings(settings, metrics=metrics, clock=clock, environ=environ)
 
-    return asyncio.run(serve(settings, admitter_factory=admitter_factory))
+    return asyncio.run(serve(settings, admitter_factory=admitter_factory, metrics=metrics, clock=clock))

@@ -358,21 +358,23 @@ class Server:
 
 async def serve(settings: WebhookSettings, *, admitter: Admitter | None = None,
                 admitter_factory: Callable[[WebhookMetrics, Clock], Admitter] | None = None,
-                registry: CollectorRegistry | None = None, clock: Clock | None = None,
-                ready: Callable[[Server], Awaitable[None] | None] | None = None) -> int:
+                registry: CollectorRegistry | None = None, metrics: WebhookMetrics | None = None,
+                clock: Clock | None = None, ready: Callable[[Server], Awaitable[None] | None] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then drain and return the exit code (0; 1 when the server cannot start).
 
     Draining: /readyz fails at once; requests are accepted and answered for `drain_period_seconds` (cut short by
     a second signal); then the listener closes and requests in flight get `drain_timeout_seconds` to finish.
 
     Give either `admitter` or `admitter_factory(metrics, clock)` (built after the settings are logged, so its
-    own start-up messages follow them). `ready(server)` is called once both listeners are bound.
+    own start-up messages follow them). `metrics` defaults to a new WebhookMetrics in `registry` (a new one when
+    not given). `ready(server)` is called once both listeners are bound.
     """
     if (admitter is None) == (admitter_factory is None):
         raise TypeError("serve() needs exactly one of admitter and admitter_factory")
     log.info("webhook settings: %s", json.dumps(settings.redacted(), sort_keys=True))
-    registry = registry if registry is not None else CollectorRegistry()
-    metrics = WebhookMetrics(registry)
+    if metrics is None:
+        metrics = WebhookMetrics(registry if registry is not None else CollectorRegistry())
+    registry = metrics.registry
     clock = clock if clock is not None else SystemClock()
     if admitter is None:
         try:
