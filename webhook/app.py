@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -172,10 +173,5 @@ def serve_command(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         print(f"burstflow webhook serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    metrics = WebhookMetrics(CollectorRegistry())
-    clock = SystemClock()
-
-    def admitter_factory(metrics: WebhookMetrics, clock: Clock) -> PodAdmitter:
-        return from_settings(settings, metrics=metrics, clock=clock, environ=environ)
-
-    return asyncio.run(serve(settings, admitter_factory=admitter_factory, metrics=metrics, clock=clock))
+    return asyncio.run(serve(settings, admitter_factory=functools.partial(from_settings, settings, environ=environ),
+                             metrics=WebhookMetrics(CollectorRegistry()), clock=SystemClock()))

@@ -357,7 +357,7 @@ class Server:
 
 
 async def serve(settings: WebhookSettings, *, admitter: Admitter | None = None,
-                admitter_factory: Callable[[WebhookMetrics, Clock], Admitter] | None = None,
+                admitter_factory: Callable[..., Admitter] | None = None,
                 registry: CollectorRegistry | None = None, metrics: WebhookMetrics | None = None,
                 clock: Clock | None = None, ready: Callable[[Server], Awaitable[None] | None] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then drain and return the exit code (0; 1 when the server cannot start).
@@ -365,7 +365,7 @@ async def serve(settings: WebhookSettings, *, admitter: Admitter | None = None,
     Draining: /readyz fails at once; requests are accepted and answered for `drain_period_seconds` (cut short by
     a second signal); then the listener closes and requests in flight get `drain_timeout_seconds` to finish.
 
-    Give either `admitter` or `admitter_factory(metrics, clock)` (built after the settings are logged, so its
+    Give either `admitter` or `admitter_factory(metrics=, clock=)` (built after the settings are logged, so its
     own start-up messages follow them). `metrics` defaults to a new WebhookMetrics in `registry` (a new one when
     not given). `ready(server)` is called once both listeners are bound.
     """
@@ -378,7 +378,7 @@ async def serve(settings: WebhookSettings, *, admitter: Admitter | None = None,
     clock = clock if clock is not None else SystemClock()
     if admitter is None:
         try:
-            admitter = admitter_factory(metrics, clock)
+            admitter = admitter_factory(metrics=metrics, clock=clock)
         except (ValueError, OSError, ImportError) as exc:
             log.error("webhook cannot start: cannot build the admitter: %s", exc)
             return 1
