@@ -2,7 +2,6 @@
 rotation during traffic, readiness, metrics, admitter failures and graceful drain (in-process and on SIGTERM)."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import copy
 import json
@@ -23,9 +22,8 @@ from tests.conftest import ROOT, load_admission
 from tests.tls import TlsFiles, served_serial
 from burstflow.webhook.admission import Outcome, allowed, decode_patch, patched
 from burstflow.logs import JsonFormatter
-from burstflow.webhook.app import add_serve_arguments
 from burstflow.webhook.server import Server
-from burstflow.webhook.settings import DEFAULT_MAX_BODY_BYTES, WebhookSettings, settings_from_args
+from burstflow.webhook.settings import DEFAULT_MAX_BODY_BYTES, WebhookSettings
 from burstflow.webhook.tlsreload import CertReloader
 
 ARGO_POD = "pod-create-argo-workflow-pod.json"

@@ -24,7 +24,7 @@ from burstflow.webhook.loader import load
 from burstflow.webhook.metrics import WebhookMetrics
 from burstflow.webhook.pools.stack import PoolStack
 from burstflow.webhook.server import serve
-from burstflow.webhook.settings import WebhookSettings, add_settings_arguments, settings_from_args
+from burstflow.webhook.settings import WebhookSettings, settings_from_args
 from burstflow.webhook.sources import ClusterPolicySource
 
 log = logging.getLogger("burstflow.webhook")
@@ -155,11 +155,6 @@ class ClusterServices:
 
     async def _forget(self) -> None:
         self.kube = self.source = self.pools = None
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `burstflow webhook serve` (every WebhookSettings field)."""
-    add_settings_arguments(parser)
 
 
 def serve_command(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from burstflow.webhook.app import add_serve_arguments, serve_command
+from burstflow.webhook.app import serve_command
 from burstflow.webhook.loader import load
 from burstflow.webhook.mutate import decide, namespace_view
 from burstflow.webhook.pools.model import RESERVATION_ANNOTATION, ResourcePolicy
@@ -21,6 +21,7 @@ from burstflow.webhook.pools.placer import PoolPlacer
 from burstflow.webhook.pools.placement import bypassed_policies, effective_maxes, enforce_overlaps, select_policy
 from burstflow.webhook.pools.usage import Usage
 from burstflow.webhook.providers import VCI_BURST
+from burstflow.webhook.settings import WebhookSettings
 
 OUTPUTS = ("yaml", "json", "patch", "diff")
 RESOURCE_POLICY = "ResourcePolicy"
@@ -61,7 +62,7 @@ def register(commands: Any) -> None:
     webhook = commands.add_parser("webhook", help="the admission webhook service")
     actions = webhook.add_subparsers(dest="webhook_command", required=True, metavar="COMMAND")
     serve = actions.add_parser("serve", help="run the HTTPS admission webhook")
-    add_serve_arguments(serve)
+    WebhookSettings.add_arguments(serve)
     serve.set_defaults(func=serve_command)
 
 
