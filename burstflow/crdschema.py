@@ -2,9 +2,11 @@
 validate`, the policy compilers and the local API endpoint: the Kubernetes dialect (`nullable`,
 `x-kubernetes-int-or-string`, `x-kubernetes-preserve-unknown-fields`) turned into JSON Schema, nulls pruned the way
 kube-apiserver prunes them before it validates, each violation worded both as jsonschema words it (policy files)
-and as kube-apiserver 1.24 words its 422 cause; plus the schema walk the CEL rule checkers share."""
+and as kube-apiserver 1.24 words its 422 cause; and the schema's CEL rules (`x-kubernetes-validations`) evaluated
+along the same walk."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+
+from burstflow import cel
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
                type(None): "null"}
@@ -211,6 +215,47 @@ def of_crd(crd: Mapping[str, Any], version: str) -> CrdSchema:
         if entry["name"] == version:
             return CrdSchema(entry["schema"]["openAPIV3Schema"])
     raise KeyError(f"CustomResourceDefinition {crd.get('metadata', {}).get('name')} has no version {version}")
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    """An `x-kubernetes-validations` rule that did not hold: where (`path` parts), the schema node that carries it
+    (`node`), the rule itself, and `error`, the CEL error when evaluating it failed (None when it returned false)."""
+
+    path: tuple[Any, ...]
+    node: Mapping[str, Any]
+    rule: Mapping[str, Any]
+    error: str | None
+
+    @property
+    def message(self) -> str:
+        """The rule's message, or "failed rule: <rule>" when it has none (as kube-apiserver says)."""
+        return self.rule.get("message") or f"failed rule: {self.rule.get('rule') or ''}"
+
+
+@functools.lru_cache(maxsize=None)
+def _rule_program(rule: str) -> cel.Program:
+    return cel.compile(rule, variables=["self", "oldSelf"])
+
+
+def rule_failures(schema: Mapping[str, Any], obj: Any, old: Any = None) -> list[RuleFailure]:
+    """Evaluate every CEL rule of `schema` on `obj`, pre-order, as kube-apiserver does on a write: `self` is the
+    value at the rule's node, `oldSelf` the old object's value at the same place; a transition rule (one that reads
+    `oldSelf`) is skipped where there is no old value (a create, or a new list item)."""
+    failures = []
+    for value, old_value, node, path in walk(obj, schema, old):
+        for rule in node.get("x-kubernetes-validations") or ():
+            text = rule.get("rule") or ""
+            if "oldSelf" in text and old_value is None:
+                continue
+            try:
+                ok = _rule_program(text).evaluate({"self": value, "oldSelf": old_value})
+            except cel.CelError as exc:
+                failures.append(RuleFailure(tuple(path), node, rule, str(exc)))
+                continue
+            if ok is not True:
+                failures.append(RuleFailure(tuple(path), node, rule, None))
+    return failures
 
 
 def walk(value: Any, schema: Any, old: Any = None, path: list[Any] | None = None

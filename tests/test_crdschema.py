@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from burstflow.apisim.schema import SchemaValidator
-from burstflow.crdschema import CrdSchema, api_field, field_path, prune_nulls
+from burstflow.crdschema import CrdSchema, api_field, field_path, prune_nulls, rule_failures
 from burstflow.webhook import policy
 from burstflow.webhook.loader import Document, compile_objects
 
@@ -91,3 +91,27 @@ def test_policy_with_null_fields_compiles_as_the_server_stores_it():
     assert [str(e) for e in errors] == []
     (profile,) = policies.profiles
     assert (profile.priority, profile.seccomp, profile.annotations) == (0, True, (("a", "b"),))
+
+
+RULES = {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-validations": [
+    {"rule": "self.replicas <= 10", "message": "at most 10 replicas"},
+    {"rule": "self.replicas >= oldSelf.replicas"},
+    {"rule": "self.missing == 1", "message": "reads a field that is not there"},
+], "properties": {"replicas": {"type": "integer"}}}}}
+
+
+def test_rules_run_as_on_a_write_transition_rules_only_against_an_old_object():
+    created = rule_failures(RULES, {"spec": {"replicas": 11}})
+    assert [(f.path, f.message, f.error is not None) for f in created] == [
+        (("spec",), "at most 10 replicas", False), (("spec",), "reads a field that is not there", True)]
+    updated = rule_failures(RULES, {"spec": {"replicas": 3}}, {"spec": {"replicas": 5}})
+    assert [f.message for f in updated] == ["failed rule: self.replicas >= oldSelf.replicas",
+                                            "reads a field that is not there"]
+
+
+def test_local_endpoint_words_a_failed_rule_as_the_servers_422_cause():
+    schema = CrdSchema(RULES)
+    obj = {"spec": {"replicas": 11, "missing": 1}}
+    assert schema.violations(obj) == []
+    assert SchemaValidator(RULES).causes(obj) == [
+        {"reason": "FieldValueInvalid", "field": "spec", "message": 'Invalid value: "object": at most 10 replicas'}]

@@ -207,31 +207,18 @@ def schema_errors(obj: Mapping[str, Any]) -> list[PolicyError]:
     schema = _schema()
     errors = [PolicyError(v.message, path=crdschema.field_path(v.path))
               for v in schema.violations(obj) or schema.unknown_fields(obj)]
-    if errors:
-        return errors
-    for value, _, node_schema, path in crdschema.walk(obj, schema.schema):
-        _cel_rules(value, node_schema, path, errors)
+    return errors or _rule_errors(obj, schema.schema)
+
+
+def _rule_errors(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[PolicyError]:
+    """The schema's CEL rules that fail on `obj`, at the rule's node (and its `fieldPath`, when it names one)."""
+    errors = []
+    for failure in crdschema.rule_failures(schema, obj):
+        field_path = list(filter(None, [failure.rule.get("fieldPath", "").lstrip(".")]))
+        detail = f" ({failure.error})" if failure.error is not None else ""
+        errors.append(PolicyError(failure.message + detail,
+                                  path=crdschema.field_path(list(failure.path) + field_path)))
     return errors
-
-
-@functools.lru_cache(maxsize=None)
-def _rule(expression: str) -> cel.Program:
-    return cel.compile(expression, variables=["self"])
-
-
-def _cel_rules(value: Any, schema: Mapping[str, Any], path: list[Any], errors: list[PolicyError]) -> None:
-    for rule in schema.get("x-kubernetes-validations") or ():
-        try:
-            ok = _rule(rule["rule"]).evaluate({"self": value})
-        except cel.CelError as exc:
-            ok = False
-            detail = f" ({exc})"
-        else:
-            detail = ""
-        if ok is not True:
-            field_path = list(filter(None, [rule.get("fieldPath", "").lstrip(".")]))
-            errors.append(PolicyError(rule.get("message", f"failed rule: {rule['rule']}") + detail,
-                                      path=crdschema.field_path(path + field_path)))
 
 
 # --- compile ----------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 from celpy.celparser import CELParser
 from lark import Token, Tree
 
-from burstflow import cel, crdschema
+from burstflow import crdschema
 
 UNCHECKED_RULES = ("some validation rules were not checked because the object was invalid; correct the existing "
                    "errors to complete validation")
@@ -432,11 +432,6 @@ def crd_rule_causes(crd: Mapping[str, Any]) -> list[dict[str, str]]:
 # --- evaluation -------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def _program(rule: str) -> cel.Program:
-    return cel.compile(rule, variables=["self", "oldSelf"])
-
-
 def _field(path: list[Any]) -> str:
     out = ""
     for part in path:
@@ -453,22 +448,12 @@ def rule_causes(schema: Mapping[str, Any], obj: Mapping[str, Any], old: Mapping[
     """Evaluate every rule of `schema` on `obj` (transition rules only where `old` has a value at that place);
     the causes kube-apiserver reports: `Invalid value: "<schema type>": <message>` at the node's path."""
     causes: list[dict[str, str]] = []
-    for value, old_value, node, path in crdschema.walk(obj, schema, old):
-        for rule in node.get("x-kubernetes-validations") or ():
-            text = rule.get("rule") or ""
-            transition = "oldSelf" in text
-            if transition and old_value is None:
-                continue
-            kind = json.dumps(_type_name(node))
-            try:
-                ok = _program(text).evaluate({"self": value, "oldSelf": old_value})
-            except cel.CelError as exc:
-                causes.append({"reason": "FieldValueInvalid", "field": _field(path),
-                               "message": f"Invalid value: {kind}: {exc} evaluating rule: "
-                                          f"{rule.get('message') or text}"})
-                continue
-            if ok is not True:
-                message = rule.get("message") or f"failed rule: {text}"
-                causes.append({"reason": "FieldValueInvalid", "field": _field(path),
-                               "message": f"Invalid value: {kind}: {message}"})
+    for failure in crdschema.rule_failures(schema, obj, old):
+        kind = json.dumps(_type_name(failure.node))
+        if failure.error is not None:
+            message = (f"Invalid value: {kind}: {failure.error} evaluating rule: "
+                       f"{failure.rule.get('message') or failure.rule.get('rule') or ''}")
+        else:
+            message = f"Invalid value: {kind}: {failure.message}"
+        causes.append({"reason": "FieldValueInvalid", "field": _field(list(failure.path)), "message": message})
     return causes
