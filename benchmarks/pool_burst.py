@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from burstflow import kube as k  # noqa: E402
 from burstflow.certs import TlsDir  # noqa: E402
-from burstflow.webhook.pools.demo import workflow_pod  # noqa: E402
+from burstflow.demo.pools import workflow_pod  # noqa: E402
 from burstflow.webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION  # noqa: E402
 from burstflow.webhook.pools.reconciler import POD_PAGE_SIZE  # noqa: E402
 
