@@ -270,7 +270,7 @@ async def install(*, kubeconfig: str | None, out_dir: Path) -> list[str]:
     """Apply `out_dir`'s Secret (create, or replace the existing one) and set caBundle on the webhooks named in its
     patch, through the API. Returns what was done, one line each. Needs rights the services do not have (secrets).
     """
-    secrets = kube.Resource("", "v1", "secrets", "Secret")
+    secrets = kube.SECRETS
     secret = yaml.safe_load((out_dir / "secret.yaml").read_text())
     patch = yaml.safe_load((out_dir / "cabundle-patch.yaml").read_text())
     wanted = {w["name"]: w["clientConfig"]["caBundle"] for w in patch["webhooks"]}

@@ -51,6 +51,11 @@ class Resource:
     namespaced: bool = True
 
     @property
+    def key(self) -> tuple[str, str]:
+        """(group, plural): what names the resource regardless of version (the local endpoint's store key)."""
+        return self.group, self.plural
+
+    @property
     def api_version(self) -> str:
         """The `apiVersion` its objects carry: "v1" for core, else "group/version"."""
         return f"{self.group}/{self.version}" if self.group else self.version
@@ -89,6 +94,7 @@ def _segment(value: str) -> str:
 PODS = Resource("", "v1", "pods", "Pod")
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+SECRETS = Resource("", "v1", "secrets", "Secret")
 EVENTS = Resource("", "v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 WORKFLOWS = Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")

@@ -20,6 +20,7 @@ import orjson
 import yaml
 from aiohttp import web
 
+from burstflow import kube as k
 from burstflow.clock import Clock, SystemClock
 from burstflow.selectors import SelectorError, parse_label_selector
 
@@ -37,12 +38,9 @@ from .store import Store, TooOld
 
 log = logging.getLogger("burstflow.apisim")
 
-PODS = ("", "pods")
-LEASES = ("coordination.k8s.io", "leases")
-NAMESPACES = ("", "namespaces")
-SECRETS = ("", "secrets")
-CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
-MWCS = ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
+# The resources the endpoint treats specially, as its store keys them: (group, plural) of the gateway's definitions.
+PODS, LEASES, NAMESPACES, SECRETS, CRDS, MWCS = (
+    r.key for r in (k.PODS, k.LEASES, k.NAMESPACES, k.SECRETS, k.CRDS, k.MUTATING_WEBHOOKS))
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Large enough for Argo's full CRDs (about 1.3 MB of JSON each).
 MAX_BODY = 32 * 1024 * 1024
