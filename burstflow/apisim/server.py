@@ -20,7 +20,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from burstflow import kube as k
+from burstflow import kube
 from burstflow.clock import Clock, SystemClock
 from burstflow.selectors import SelectorError, parse_label_selector
 
@@ -40,7 +40,7 @@ log = logging.getLogger("burstflow.apisim")
 
 # The resources the endpoint treats specially, as its store keys them: (group, plural) of the gateway's definitions.
 PODS, LEASES, NAMESPACES, SECRETS, CRDS, MWCS = (
-    r.key for r in (k.PODS, k.LEASES, k.NAMESPACES, k.SECRETS, k.CRDS, k.MUTATING_WEBHOOKS))
+    r.key for r in (kube.PODS, kube.LEASES, kube.NAMESPACES, kube.SECRETS, kube.CRDS, kube.MUTATING_WEBHOOKS))
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Large enough for Argo's full CRDs (about 1.3 MB of JSON each).
 MAX_BODY = 32 * 1024 * 1024
