@@ -6,12 +6,18 @@ each concurrency level. Servers are measured back to back per level, so machine 
 
     .venv/bin/python benchmarks/webhook_throughput.py                 # ~2 min (3 rounds)
     .venv/bin/python benchmarks/webhook_throughput.py --duration 1 --rounds 1 --concurrency 1,16
+    .venv/bin/python benchmarks/webhook_throughput.py --instructions    # + instructions per admission (valgrind)
 
 Printed per level and server: admissions/s, p50/p99 latency, server CPU per admission (from /proc), and two cost
 ratios against the no-op handler: wall time per request (= no-op admissions/s / webhook admissions/s) and server
 CPU per request. Targets: ratio <= 1.2 and >= 1,500 admissions/s. The no-op baseline parses and encodes with the
 standard library's json (as in ../shared/measured.md); our server uses the codec in webhook.admission (orjson), and
 the header says so.
+
+CPU time on a shared machine moves by tens of percent between runs of the same code, so `--instructions` also runs
+each server under valgrind's callgrind and counts the user-space instructions the server process executes for a
+fixed number of admissions at each level (deterministic to within a fraction of a percent; the kernel's share,
+mostly the loopback delivery both servers pay alike, is not counted).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import ssl
 import statistics
@@ -169,23 +176,44 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 class Child:
-    """One server process; `port` once started."""
+    """One server process; `port` once started. With `callgrind` (an output file path) the server runs under
+    valgrind's callgrind, and `dump()` returns the instructions it executed since the previous dump."""
 
-    def __init__(self, kind: str, cert: Path, key: Path, profile: Path | None) -> None:
-        self.kind, self.cert, self.key, self.profile = kind, cert, key, profile
+    def __init__(self, kind: str, cert: Path, key: Path, profile: Path | None, callgrind: Path | None = None) -> None:
+        self.kind, self.cert, self.key, self.profile, self.callgrind = kind, cert, key, profile, callgrind
         self.port = 0
         self.process: asyncio.subprocess.Process | None = None
+        self._dumps = 0
 
     async def start(self) -> None:
         extra = ["--profile-to", str(self.profile)] if self.profile else []
+        prefix: list[str] = []
+        env = None
+        if self.callgrind:
+            prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.callgrind}", "--dump-instr=no",
+                      "--compress-strings=no"]
+            env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts in both runs
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--serve", self.kind, "--cert", str(self.cert), "--key", str(self.key), *extra,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        line = await asyncio.wait_for(self.process.stdout.readline(), 30)
+            *prefix, sys.executable, __file__, "--serve", self.kind, "--cert", str(self.cert), "--key", str(self.key),
+            *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        line = await asyncio.wait_for(self.process.stdout.readline(), 600 if self.callgrind else 30)
         if not line.startswith(b"port "):
             stderr = (await self.process.stderr.read()).decode().strip()
             raise SystemExit(f"{self.kind} server did not start: {stderr.splitlines()[-1] if stderr else line!r}")
         self.port = int(line.split()[1])
+
+    async def dump(self) -> int:
+        """Instructions executed by the server since the previous dump (callgrind counts per dump)."""
+        control = await asyncio.create_subprocess_exec("callgrind_control", "--dump", str(self.process.pid),
+                                                       stdout=asyncio.subprocess.DEVNULL,
+                                                       stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.wait_for(control.wait(), 120)
+        self._dumps += 1
+        path = Path(f"{self.callgrind}.{self._dumps}")
+        for line in path.read_text().splitlines():
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no summary line in {path}")
 
     async def stop(self) -> None:
         if self.process and self.process.returncode is None:
@@ -243,6 +271,56 @@ async def measure(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, conc
     return Result(child.kind, concurrency, len(latencies), measured_for, latencies, cpu, errors)
 
 
+async def count_instructions(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, concurrency: int,
+                             requests: int) -> float:
+    """Instructions the server executes per admission: `concurrency` keep-alive connections (opened and warmed up
+    first, outside the count) post exactly `requests` admissions between two callgrind dumps."""
+    import aiohttp
+
+    url = f"https://127.0.0.1:{child.port}/mutate/pods?timeout=5s"
+    headers = {"Content-Type": "application/json"}
+    left = [0]
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{child.kind} answered {response.status}")
+
+    connector = aiohttp.TCPConnector(ssl=client_ssl, limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        for _ in range(2):  # every connection's handshake, and a warm server, before the count starts
+            left[0] = concurrency
+            await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        await child.dump()
+        left[0] = requests
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        executed = await child.dump()
+    return executed / requests
+
+
+async def run_instructions(args: argparse.Namespace, body: bytes, levels: list[int], kinds: list[str]
+                           ) -> dict[int, dict[str, float]]:
+    """{level: {server: instructions per admission}} with each server under callgrind (one process per server)."""
+    counts: dict[int, dict[str, float]] = {level: {} for level in levels}
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key, client_ssl = _tls_material(Path(tmp))
+        for kind in kinds:
+            child = Child(kind, cert, key, None, callgrind=Path(tmp) / f"{kind}.callgrind")
+            await child.start()
+            try:
+                for level in levels:
+                    counts[level][kind] = await count_instructions(
+                        child, body=body, client_ssl=client_ssl, concurrency=level,
+                        requests=max(args.instruction_requests, 2 * level))
+            finally:
+                await child.stop()
+    return counts
+
+
 def _tls_material(directory: Path) -> tuple[Path, Path, ssl.SSLContext]:
     import trustme
 
@@ -264,6 +342,11 @@ async def run(args: argparse.Namespace) -> int:
     body = json.dumps(json.loads(FIXTURE.read_text())["body"]).encode()
     levels = [int(c) for c in args.concurrency.split(",")]
     kinds = [k for k in SERVERS if k in args.servers.split(",")]
+    if args.skip_timing:
+        if "no-op" not in kinds:
+            raise SystemExit("the no-op baseline is needed for ratios")
+        await _print_instructions(args, body, levels, kinds)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         cert, key, client_ssl = _tls_material(Path(tmp))
         children = {}
@@ -333,7 +416,28 @@ async def run(args: argparse.Namespace) -> int:
         print(f"{errors} requests failed")
     if args.profile_dir:
         print(f"cProfile output of each server process in {args.profile_dir}/<server>.prof")
+    if args.instructions:
+        await _print_instructions(args, body, levels, kinds)
     return 0 if errors == 0 else 1
+
+
+async def _print_instructions(args: argparse.Namespace, body: bytes, levels: list[int], kinds: list[str]) -> None:
+    print()
+    print(f"instructions per admission (valgrind callgrind, user space, {args.instruction_requests} admissions "
+          f"per level after a warm-up, PYTHONHASHSEED=0):")
+    counts = await run_instructions(args, body, levels, kinds)
+    ratios = []
+    for level in levels:
+        line = f"  {level:>4} conns: " + ", ".join(f"{kind} {counts[level][kind]:,.0f}" for kind in kinds)
+        if "webhook" in counts[level]:
+            ratios.append(counts[level]["webhook"] / counts[level]["no-op"])
+            line += f"; webhook/no-op {ratios[-1]:.3f}"
+        if "shell" in counts[level]:
+            line += f"; shell/no-op {counts[level]['shell'] / counts[level]['no-op']:.3f}"
+        print(line, flush=True)
+    if ratios:
+        print(f"cost ratio (instructions per admission, worst level): {max(ratios):.3f}  target <= {TARGET_RATIO}: "
+              f"{'met' if max(ratios) <= TARGET_RATIO else 'NOT met'}")
 
 
 def _print_row(level: int, number: int, rounds: int, result: Result, base: Result) -> None:
@@ -359,6 +463,11 @@ def main() -> int:
                         help="alternating rounds per level; the ratios printed last are the medians over the rounds")
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
     parser.add_argument("--profile-dir", help="write a cProfile of each server process here (slows them down)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per admission with valgrind's callgrind (deterministic; ~3 min)")
+    parser.add_argument("--instruction-requests", type=int, default=300,
+                        help="admissions counted per server and level with --instructions")
+    parser.add_argument("--skip-timing", action="store_true", help="with --instructions: only count instructions")
     parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("--cert", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -372,6 +481,10 @@ def main() -> int:
         return 0
     if args.duration <= 0 or args.warmup < 0 or args.rounds < 1:
         parser.error("--duration must be > 0, --warmup >= 0 and --rounds >= 1")
+    if args.instructions and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        parser.error("--instructions needs valgrind and callgrind_control on PATH (Debian: apt-get install valgrind)")
+    if args.skip_timing and not args.instructions:
+        parser.error("--skip-timing only makes sense with --instructions")
     if args.duration * len(args.concurrency.split(",")) * 3 * args.rounds > 120:
         print("note: this run will take over two minutes", file=sys.stderr)
     return asyncio.run(run(args))

@@ -590,6 +590,29 @@ async def test_admitter_is_not_ready_until_policies_are_installed():
     assert_valid_pod(patched_pod)
 
 
+async def test_admitter_follows_reloads_and_namespace_relabels_between_admissions():
+    """The profiles a namespace can get are remembered per policy set and namespace labels: a reload (a new set),
+    a namespace relabel and a change of the pod's workflow label each take effect on the very next admission."""
+    store = PolicyStore()
+    labels = {"vci": "true"}
+    admitter = PodAdmitter(store=store, namespaces=lambda name: labels)
+    other = profile("other", {"match": {"namespaceSelector": {"matchLabels": {"team": "b"}}},
+                              "labels": {"team": "b"}})
+    everywhere = profile("everywhere", {"match": {"workflowPodsOnly": False}, "labels": {"seen": "yes"}})
+    store.update(policies(VCI))
+    assert (await admitter.admit(ARGO_REQUEST)).profiles == ("vci",)
+    store.update(policies(other))
+    assert (await admitter.admit(ARGO_REQUEST)).outcome == "skipped"
+    labels = {"team": "b"}
+    assert (await admitter.admit(ARGO_REQUEST)).profiles == ("other",)
+    labels = {"vci": "true"}
+    store.update(policies(VCI, everywhere))
+    assert (await admitter.admit(ARGO_REQUEST)).profiles == ("everywhere", "vci")  # same priority: by name
+    plain = dict(ARGO_REQUEST, object=pod(labels={}))
+    assert (await admitter.admit(plain)).profiles == ("everywhere",)
+    assert (await admitter.admit(ARGO_REQUEST)).profiles == ("everywhere", "vci")  # same priority: by name
+
+
 def test_store_keeps_the_last_good_set_when_a_reload_has_errors():
     from burstflow.webhook.policy import PolicyError
 

@@ -190,18 +190,22 @@ def _escape(key: str) -> str:
 def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
     if a is b:
         return
-    if isinstance(a, dict) and isinstance(b, dict):
+    if (a.__class__ is dict or isinstance(a, dict)) and (b.__class__ is dict or isinstance(b, dict)):
         first = len(ops)
         shared = 0
+        get = a.get
         for key, value in b.items():
-            old = a.get(key, _ABSENT)
+            old = get(key, _ABSENT)
             if old is value:
                 shared += 1
-            elif old is _ABSENT:
-                ops.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": value})
+                continue
+            # _escape, inlined: this loop runs for every key of every container on the path to an edit
+            at = f"{path}/{key.replace('~', '~0').replace('/', '~1') if '~' in key or '/' in key else key}"
+            if old is _ABSENT:
+                ops.append({"op": "add", "path": at, "value": value})
             else:
                 shared += 1
-                _diff(old, value, f"{path}/{_escape(key)}", ops)
+                _diff(old, value, at, ops)
         if shared < len(a):
             ops[first:first] = [{"op": "remove", "path": f"{path}/{_escape(key)}"} for key in a if key not in b]
         return
@@ -390,13 +394,8 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     seccomp_change: Change | None = None
     seccomp_decided: str | None = None
     applied: list[str] = []
-    for profile in policies.profiles:
-        if profile.workflow_pods_only and not is_workflow_pod:
-            continue
+    for profile in namespace_candidates(policies, ns_labels, is_workflow_pod):
         # An empty selector matches everything: skip the call (most object selectors are empty).
-        selector = profile.namespace_selector
-        if selector.requirements and not selector.matches(ns_labels):
-            continue
         selector = profile.object_selector
         if selector.requirements and not selector.matches(pod_labels):
             continue
@@ -471,6 +470,42 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
         draft.writable_list("spec", "tolerations").extend(new_tolerations)
     decision.applied = tuple(applied)
     return decision
+
+
+# The profiles of the policy set in use whose workflow-pod rule and namespace selector let a pod in, by
+# (is a workflow pod, namespace labels): both depend only on the PolicySet and those labels, and a handful of
+# namespaces send most pods. A new PolicySet (every reload makes one) starts a new table; its size is bounded.
+_CANDIDATES: list[tuple[PolicySet | None, dict[tuple[bool, frozenset[tuple[str, Any]]], tuple[Profile, ...]]]] = [
+    (None, {})]
+CANDIDATE_TABLE_SIZE = 1024
+
+
+def namespace_candidates(policies: PolicySet, ns_labels: Mapping[str, Any], is_workflow_pod: bool
+                         ) -> tuple[Profile, ...]:
+    """The profiles of `policies`, in order, that a pod in a namespace labelled `ns_labels` can get: their
+    namespace selector matches and, for `workflowPodsOnly` profiles, the pod is a workflow pod (remembered per
+    policy set; the object selector and CEL conditions are checked per pod)."""
+    current, table = _CANDIDATES[0]
+    if current is not policies:
+        current, table = policies, {}
+        _CANDIDATES[0] = (current, table)
+    try:
+        key = (is_workflow_pod, frozenset(ns_labels.items()))
+    except TypeError:  # an unhashable label value (no valid Namespace has one): decide without the table
+        key = None
+    else:
+        found = table.get(key)
+        if found is not None:
+            return found
+    # An empty selector matches everything: skip the call (most selectors are empty).
+    found = tuple(profile for profile in policies.profiles
+                  if (is_workflow_pod or not profile.workflow_pods_only)
+                  and (not profile.namespace_selector.requirements or profile.namespace_selector.matches(ns_labels)))
+    if key is not None:
+        if len(table) >= CANDIDATE_TABLE_SIZE:
+            table.clear()
+        table[key] = found
+    return found
 
 
 # What `_evaluate` returns for an expression that failed (None is a legitimate CEL result).
