@@ -237,7 +237,7 @@ def generate(
         if ca_not_after < now + timedelta(days=days):
             raise CertsError(
                 f"{ca_crt} expires {ca_not_after:%Y-%m-%d}, before a {days}-day serving certificate would: "
-                "pass --rotate-ca (see 'Rotating certificates' in README.md)"
+                "pass --rotate-ca (see 'Rotating certificates' in docs/install.md)"
             )
     else:
         if ca_crt.exists():

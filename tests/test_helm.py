@@ -445,7 +445,7 @@ def test_the_defaults_satisfy_the_schema(chart):
 
 # --- no drift: the chart renders what kustomize renders -----------------------------------------------------------
 
-# The README's patch for clusters before 1.28 ("Older clusters, other profiles"), as an overlay.
+# The patch for clusters before 1.28 (README "Compatibility", docs/install.md "Older clusters, other profiles"), as an overlay.
 OLDER_CLUSTERS = {
     "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
     "resources": ["../self-signed"],

@@ -82,7 +82,7 @@ def test_overlay_objects_validate(overlay, version, crds):
 
 
 def test_readme_example_overlay_labels_every_podmonitor(base, tmp_path):
-    """The copy-pasteable overlay in README.md ("Monitoring") renders, and only adds its label to the PodMonitors."""
+    """The copy-pasteable overlay in docs/operations/monitoring.md renders, and only adds its label to the PodMonitors."""
     readme = (ROOT / "docs" / "operations" / "monitoring.md").read_text()
     marker = "# my-monitoring/kustomization.yaml"
     start = readme.index(marker)

@@ -1,4 +1,4 @@
-"""The local Kubernetes API endpoint used by tests, `make demo` and the benchmarks (see docs/apisim.md)."""
+"""The local Kubernetes API endpoint used by tests, `make demo` and the benchmarks (docs/development/local-endpoint.md)."""
 from .faults import Faults
 from .server import ApiSim
 from .status import ApiError

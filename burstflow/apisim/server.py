@@ -114,7 +114,7 @@ class Route:
 
 
 class ApiSim:
-    """The local Kubernetes API endpoint; see docs/apisim.md.
+    """The local Kubernetes API endpoint; see docs/development/local-endpoint.md.
 
     `history` is how many changes the watch cache keeps (a watch or continue token from before them answers
     410 Expired); `bookmark_interval` is the seconds between BOOKMARKs on watches that allow them; `clock` drives
