@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from burstflow import kube as k  # noqa: E402
 from burstflow.kube import Kube  # noqa: E402
+from burstflow.logs import context as log_context  # noqa: E402
 from burstflow.cron import engine  # noqa: E402
 from burstflow.cron.engine import CronStatus  # noqa: E402
 from burstflow.cron.metrics import CronMetrics  # noqa: E402
@@ -304,7 +305,7 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
     class LagRecorder(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             if record.getMessage() == "run created":
-                lags.append(float((getattr(record, "fields", None) or {})["lag_seconds"]))
+                lags.append(float(log_context(record)["lag_seconds"]))
 
     cron_log = logging.getLogger("burstflow.cron")
     cron_log.setLevel(logging.INFO)
