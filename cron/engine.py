@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -32,6 +32,20 @@ from burstflow.cron.workflow import SCHEDULED_TIME_ANNOTATION, WORKFLOW_API_VERS
 
 COMPLETED_LABEL = "cronworkflows.argoproj.io/completed"
 LAST_USED_SCHEDULE_ANNOTATION = "cronworkflows.argoproj.io/last-used-schedule"
+def replace(obj: Any, /, **changes: Any) -> Any:
+    """`dataclasses.replace` for this module's frozen dataclasses (plain fields, no `__post_init__`, no slots):
+    a copy of `obj.__dict__` with `changes`, or `obj` itself when nothing changes. The runner applies four to six
+    of these per decision; `dataclasses.replace` re-runs `__init__` through keyword handling and cost about a
+    tenth of the service's own CPU per created run in a burst (benchmarks/cron_scale.py --profile burst)."""
+    current = obj.__dict__
+    if all(current[name] == value for name, value in changes.items()):
+        return obj
+    new = object.__new__(type(obj))
+    new.__dict__.update(current)
+    new.__dict__.update(changes)
+    return new
+
+
 # Kubernetes CronJob v2 warns (`TooManyMissedTimes`) above this many missed times, and still runs only the latest.
 MISSED_WARNING_THRESHOLD = 100
 
@@ -168,6 +182,8 @@ class CronStatus:
         return replace(self, conditions=others + (condition,))
 
     def without_condition(self, type_: str) -> CronStatus:
+        if not any(c.type == type_ for c in self.conditions):
+            return self
         return replace(self, conditions=tuple(c for c in self.conditions if c.type != type_))
 
 
@@ -591,7 +607,11 @@ def apply_to_object(cron: Mapping[str, Any], status: CronStatus) -> dict[str, An
     The runner writes `status` through the status subresource and, when metadata differs from the original, the
     metadata through the main resource (both guarded by resourceVersion).
     """
-    updated = copy.deepcopy(dict(cron))
+    # Labels and annotations are string maps: one level of copying is a deep copy of them.
+    updated = {key: ({part: (dict(inner) if part in ("labels", "annotations") and isinstance(inner, Mapping)
+                             else copy.deepcopy(inner)) for part, inner in value.items()}
+                     if key == "metadata" and isinstance(value, Mapping) else copy.deepcopy(value))
+               for key, value in cron.items()}
     metadata = updated.setdefault("metadata", {})
     if status.last_used_schedule is not None:
         metadata.setdefault("annotations", {})[LAST_USED_SCHEDULE_ANNOTATION] = status.last_used_schedule
