@@ -61,7 +61,11 @@ class PoolPlacer:
             if dry_run:
                 usage = await self.ledger.snapshot(policy, timeout=self.decision_timeout)
                 return self._finish(policy, usage.decide(policy), pod, token, m.DRY_RUN, warnings)
-            decision = await self.ledger.reserve(policy, token, timeout=self.decision_timeout)
+            spare = self.ledger.take(policy)
+            if spare is not None:
+                decision, token = spare   # a slot of this replica's block: already counted, no API call
+            else:
+                decision = await self.ledger.reserve(policy, token, timeout=self.decision_timeout)
         except PolicyMissing as error:
             return Placement(pod=dict(pod), warnings=tuple(warnings) + (f"pool placement skipped: {error}",))
         except LedgerUnavailable as error:
