@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 from burstflow.timefmt import format_time, parse_time
@@ -113,6 +114,17 @@ class Condition:
         return {"type": self.type, "status": self.status, "message": self.message}
 
 
+@lru_cache(maxsize=4096)
+def _parse_status_time(text: str) -> datetime | None:
+    return parse_time(text)
+
+
+def _status_time(value: Any) -> datetime | None:
+    """`parse_time` of a status time, cached for strings: CronWorkflows on one schedule share their times, and a
+    start-up reads three per CronWorkflow (datetimes are immutable, so sharing them is safe)."""
+    return _parse_status_time(value) if isinstance(value, str) else parse_time(value)
+
+
 @dataclass(frozen=True)
 class CronStatus:
     """What the engine needs from a CronWorkflow's status and metadata.
@@ -140,7 +152,7 @@ class CronStatus:
         status = cron.get("status") or {}
         metadata = cron.get("metadata") or {}
         return cls(
-            last_scheduled_time=parse_time(status.get("lastScheduledTime")),
+            last_scheduled_time=_status_time(status.get("lastScheduledTime")),
             active=tuple(ActiveRef.from_dict(ref) for ref in status.get("active") or () if isinstance(ref, Mapping)),
             succeeded=int(status.get("succeeded") or 0),
             failed=int(status.get("failed") or 0),
@@ -148,8 +160,8 @@ class CronStatus:
             conditions=tuple(Condition.from_dict(c) for c in status.get("conditions") or () if isinstance(c, Mapping)),
             last_used_schedule=(metadata.get("annotations") or {}).get(LAST_USED_SCHEDULE_ANNOTATION),
             completed=(metadata.get("labels") or {}).get(COMPLETED_LABEL) == "true",
-            last_decided_time=parse_time(status.get("lastDecidedTime")),
-            blocked_scheduled_time=parse_time(status.get("blockedScheduledTime")),
+            last_decided_time=_status_time(status.get("lastDecidedTime")),
+            blocked_scheduled_time=_status_time(status.get("blockedScheduledTime")),
         )
 
     def to_status(self) -> dict[str, Any]:

@@ -767,6 +767,11 @@ class CronRunner:
         # those two maps (this runs for every decision, including the many that write nothing, and a real server's
         # managedFields alone is larger than the rest of the metadata).
         meta = cron.get("metadata") or {}
+        if status == original and (meta.get("labels") or {}).get(engine.COMPLETED_LABEL, "true") == "true":
+            # Nothing to write: `original` was read from this object's status, annotation and label, so
+            # `apply_to_object` would give them back unchanged (most decisions, e.g. every start-up decision of a
+            # CronWorkflow in steady state). A completed label other than "true" is still removed below.
+            return True
         target = engine.apply_to_object(
             {"metadata": {part: meta[part] for part in ("labels", "annotations") if part in meta}}, status)
         current: Mapping[str, Any] = cron

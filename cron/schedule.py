@@ -130,6 +130,11 @@ class CronSchedule(Schedule):
         object.__setattr__(self, "_minute_next", _next_table(self.minutes, 60))
         object.__setattr__(self, "_hour_next", _next_table(self.hours, 24))
         object.__setattr__(self, "_month_next", _next_table(self.months, 13))
+        # (t, next_after(t)) of the last query that found a time. Any t' with t <= t' < next_after(t) has the same
+        # answer (nothing fires in between), so the many CronWorkflows sharing this parsed schedule (parse_schedule
+        # is cached) decide at start-up and in a burst without walking the calendar again. One tuple, replaced
+        # whole: safe when `when` expressions move a decision into a worker thread.
+        object.__setattr__(self, "_memo", None)
 
     def day_matches(self, day: date) -> bool:
         dom = day.day in self.doms
@@ -177,6 +182,15 @@ class CronSchedule(Schedule):
     def next_after(self, t: datetime, anchor: datetime | None = None) -> datetime | None:
         if self.never_fires:
             return None
+        memo = self._memo
+        if memo is not None and memo[0] <= t < memo[1]:
+            return memo[1]
+        found = self._next_after(t)
+        if found is not None:
+            object.__setattr__(self, "_memo", (t, found))
+        return found
+
+    def _next_after(self, t: datetime) -> datetime | None:
         zone = self.zone
         if zone is None:
             naive = t.astimezone(UTC).replace(tzinfo=None, second=0, microsecond=0)

@@ -179,3 +179,22 @@ def test_latest_in_long_window_is_bounded_and_exact():
 
 def test_compiled_schedules_are_cached():
     assert parse_schedule("*/5 * * * *", NY) is parse_schedule("*/5 * * * *", NY)
+
+
+@pytest.mark.parametrize("expr,zone", [("*/7 * * * *", None), ("30 1 * * *", "America/New_York"),
+                                       ("* 1 * * *", "Europe/London"), ("0 12 * * 1-5", "UTC")])
+def test_next_after_is_the_same_whatever_was_asked_before(expr, zone):
+    """A parsed schedule is shared by every CronWorkflow using it and remembers its last answer: queries in any
+    order (backwards, repeated, across DST changes) must give what a freshly parsed schedule gives."""
+    shared = parse_schedule(expr, zone)
+    rng = random.Random(f"{expr}{zone}")
+    start = datetime(2026, 3, 7, tzinfo=timezone.utc)  # both zones change their clocks within the next weeks
+    for _ in range(400):
+        t = start + timedelta(seconds=rng.randrange(0, 60 * 24 * 3600))
+        if rng.random() < 0.3:
+            t = t.replace(second=0, microsecond=0)
+        fresh = type(shared)(**{f: getattr(shared, f) for f in shared.__dataclass_fields__})
+        answer = shared.next_after(t)
+        assert answer == fresh.next_after(t), t
+        # Then from the answer itself, as `ScheduleSet.fires` walks: strictly after it, never it again.
+        assert shared.next_after(answer) == fresh.next_after(answer) > answer, answer
