@@ -14,6 +14,9 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from dataclasses import dataclass
+
+from burstflow.settings import Settings, SettingsError, setting
 from burstflow.timefmt import format_time
 
 LOG_FORMATS = ("json", "text")
@@ -22,6 +25,28 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 CONTEXT_ATTRIBUTE = "burstflow_context"
 # Keys the JSON schema fixes; a context field of the same name is written as `field_<name>` instead of replacing it.
 RESERVED = ("time", "level", "logger", "message", "exception")
+
+
+@dataclass(frozen=True)
+class LogSettings(Settings):
+    """The logging settings both services declare the same way (each service's settings dataclass derives from
+    this one): `--log-format` / `BURSTFLOW_<SERVICE>_LOG_FORMAT` and `--log-level` / `BURSTFLOW_<SERVICE>_LOG_LEVEL`."""
+
+    log_format: str = setting("json", choices=LOG_FORMATS, reason=(
+        "json for log pipelines (the one schema of both services); text for a terminal"), help="log line format")
+    log_level: str = setting("info", choices=LOG_LEVELS, reason=(
+        "info logs start-up, reloads, malformed requests and every run created or skipped; debug adds one line per "
+        "admission"), help="lowest level logged")
+
+    def validate(self) -> None:
+        """Raise `SettingsError` naming the flag and the variable of a format or level that does not exist."""
+        super().validate()
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"{self.source('log_format')}: {self.log_format!r} is not one of "
+                                f"{', '.join(LOG_FORMATS)}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(f"{self.source('log_level')}: {self.log_level!r} is not one of "
+                                f"{', '.join(LOG_LEVELS)}")
 
 
 def fields(**values: Any) -> dict[str, Any]:

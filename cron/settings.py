@@ -5,14 +5,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from burstflow.leader import LeaseSettings
-from burstflow.logs import LOG_FORMATS, LOG_LEVELS
+from burstflow.logs import LogSettings
 from burstflow.settings import SettingsError, setting
 
 __all__ = ["CronSettings", "SettingsError"]
 
 
 @dataclass(frozen=True)
-class CronSettings(LeaseSettings):
+class CronSettings(LeaseSettings, LogSettings):
     """Everything `burstflow cron run` can be told: flag, then `BURSTFLOW_CRON_<FIELD>`, then the default.
 
     The Lease settings (identity, lease_namespace, the durations) come from `LeaseSettings`, as the webhook's do.
@@ -47,10 +47,6 @@ class CronSettings(LeaseSettings):
     error_backoff_seconds: float = setting(5.0, reason=(
         "the pause before retrying a CronWorkflow whose decision failed on an API error (5xx, timeouts)"),
         help="seconds before retrying a decision that failed on an API error")
-    log_format: str = setting("json", choices=LOG_FORMATS, reason="json for log shippers, text for a terminal",
-                              help="log line format")
-    log_level: str = setting("info", choices=LOG_LEVELS, reason="info logs every run created or skipped",
-                             help="lowest level logged")
 
     def validate(self) -> None:
         """Raise `SettingsError` for values the service cannot use (the Lease's rules first)."""
@@ -64,9 +60,3 @@ class CronSettings(LeaseSettings):
         if self.error_backoff_seconds < 0:
             raise SettingsError(f"{self.source('error_backoff_seconds')}: must be >= 0, not "
                                 f"{self.error_backoff_seconds}")
-        if self.log_format not in LOG_FORMATS:
-            raise SettingsError(f"{self.source('log_format')}: {self.log_format!r} is not one of "
-                                f"{', '.join(LOG_FORMATS)}")
-        if self.log_level.lower() not in LOG_LEVELS:
-            raise SettingsError(f"{self.source('log_level')}: {self.log_level!r} is not one of "
-                                f"{', '.join(LOG_LEVELS)}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from burstflow.leader import LeaseSettings
-from burstflow.logs import LOG_FORMATS, LOG_LEVELS
+from burstflow.logs import LogSettings
 from burstflow.settings import SettingsError, setting
 
 ENV_PREFIX = "BURSTFLOW_WEBHOOK_"
@@ -22,7 +22,7 @@ MAX_WEBHOOK_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class WebhookSettings(LeaseSettings):
+class WebhookSettings(LeaseSettings, LogSettings):
     """Everything `burstflow webhook serve` can be told; each field says why its default is what it is.
 
     Built by `from_env(mapping)` or `from_args(args, mapping)` (burstflow.settings). Invalid values raise
@@ -73,11 +73,6 @@ class WebhookSettings(LeaseSettings):
     pool_reconcile_interval_seconds: float = setting(1.0, reason=(
         "how often the leader folds pod changes into the pools' status; one write per policy per second at most"),
         help="seconds between the pool reconciler's passes")
-    log_format: str = setting("text", choices=LOG_FORMATS, reason=(
-        "text for people; json for log pipelines"), help="log line format")
-    log_level: str = setting("info", choices=LOG_LEVELS, reason=(
-        "info logs start-up, reloads and malformed requests; debug adds one line per admission"),
-        help="lowest level logged")
     max_body_bytes: int = setting(DEFAULT_MAX_BODY_BYTES, reason=(
         "the API server caps objects at 3 MiB and a review carries at most two, plus 1 MiB of envelope"),
         help="largest request body accepted (default 7 MiB)")
@@ -108,12 +103,6 @@ class WebhookSettings(LeaseSettings):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise SettingsError(f"{self.source(name)}: {value} is not a TCP port (0-65535)")
-        if self.log_format not in LOG_FORMATS:
-            raise SettingsError(f"{self.source('log_format')}: {self.log_format!r} is not one of "
-                                f"{', '.join(LOG_FORMATS)}")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"{self.source('log_level')}: {self.log_level!r} is not one of "
-                                f"{', '.join(LOG_LEVELS)}")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"{self.source('max_body_bytes')}: {self.max_body_bytes} is too small to hold any "
                                 "AdmissionReview")
