@@ -464,8 +464,8 @@ def main() -> int:
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
     parser.add_argument("--profile-dir", help="write a cProfile of each server process here (slows them down)")
     parser.add_argument("--instructions", action="store_true",
-                        help="also count instructions per admission with valgrind's callgrind (deterministic; ~3 min)")
-    parser.add_argument("--instruction-requests", type=int, default=300,
+                        help="also count instructions per admission with valgrind's callgrind (deterministic; 5-10 min)")
+    parser.add_argument("--instruction-requests", type=int, default=200,
                         help="admissions counted per server and level with --instructions")
     parser.add_argument("--skip-timing", action="store_true", help="with --instructions: only count instructions")
     parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
