@@ -194,7 +194,7 @@ def _explain(decision: Any, request: Mapping[str, Any], namespaces: Any, stream:
 
 
 SECCOMP_FIELD = "spec.securityContext.seccompProfile.type"
-# What the RuntimeDefault default is, said honestly (README "Seccomp"): Argo 3.6 sets it only on the pods it runs for
+# What the RuntimeDefault default is, said honestly (docs/concepts/burstprofile.md, "Seccomp"): Argo 3.6 sets it only on the pods it runs for
 # itself (workflow/common/security_context.go: the agent and artifact-GC pods, and the executor containers of
 # resource-template pods); every other workflow pod gets it from Burstflow.
 SECCOMP_NOTE = ("# seccomp: RuntimeDefault here is Burstflow's default for every workflow pod a profile matches; "

@@ -1,4 +1,4 @@
-"""The webhook's Prometheus metrics, registered into a registry the caller passes in (names as in docs/architecture.md)."""
+"""The webhook's Prometheus metrics, registered into a registry the caller passes in (names as in docs/reference/metrics.md)."""
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -5,7 +5,7 @@ node selector, required node-affinity requirements, preferred node-affinity term
 BurstProfiles, the vci-profile / eci-profile ConfigMaps and resource-pool subsets all build them here and apply them
 with `webhook.mutate` (profiles) or `webhook.pools.placement` (pool subsets).
 
-Sources for what each provider documents (README.md, "Provider presets"):
+Sources for what each provider documents (docs/concepts/burstprofile.md, "Provider presets"):
 - Alibaba ACK, native scheduling to ECI (current ACK; `alibabacloud.com/burst-resource` is no longer maintained for
   Kubernetes >= 1.24): https://www.alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/user-guide/configure-eci-scaling
   and https://www.alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/user-guide/use-elastic-container-instance-based-scheduling
@@ -22,7 +22,7 @@ from typing import Any
 
 from burstflow.crdschema import FieldError
 
-# Annotation and label keys, as the providers document them (README.md, "Provider presets").
+# Annotation and label keys, as the providers document them (docs/concepts/burstprofile.md, "Provider presets").
 VCI_BURST = "vke.volcengine.com/burst-to-vci"
 VCI_SUBNETS = "vke.volcengine.com/preferred-subnet-ids"
 VCI_INSTANCE_FAMILY = "vci.vke.volcengine.com/preferred-instance-family"

@@ -1,6 +1,6 @@
 """The webhook's HTTPS shell: decodes AdmissionReviews, calls the admitter, encodes answers; TLS reload, metrics, drain.
 
-Two error channels (README.md, "Malformed requests", has the table):
+Two error channels (docs/operations/failure-behaviour.md, "Malformed requests", has the table):
 - malformed input is the caller's problem: an AdmissionReview with `allowed: false` and an HTTP-like code when the
   body carried a `request.uid` to echo, otherwise a plain 4xx; each is counted under its reason and logged;
 - an unexpected exception of ours is caught in one place (`handle_mutate`), logged with the uid and its traceback,
