@@ -301,11 +301,17 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
     clock = ShiftedClock(START)
     kube = await Kube.connect(kubeconfig, clock=clock, trust_env=args.trust_env)
     lags: list[float] = []
+    created_names: set[str] = set()
+    warnings: list[str] = []  # the service's warnings and errors (its logger does not propagate here)
 
     class LagRecorder(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             if record.getMessage() == "run created":
                 lags.append(float(log_context(record)["lag_seconds"]))
+                created_names.add(log_context(record).get("name"))
+            elif record.levelno >= logging.WARNING:
+                warnings.append(f"{record.levelname} {record.getMessage()} {log_context(record)}"
+                                + (f" {record.exc_info[1]!r}" if record.exc_info else ""))
 
     cron_log = logging.getLogger("burstflow.cron")
     cron_log.setLevel(logging.INFO)
@@ -356,6 +362,13 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
             await asyncio.sleep(0.01)
         if args.profile == "burst":
             profiler.disable()
+        if len(lags) < due:  # say which runs are missing and what their CronWorkflows' status says
+            missing = [f"cron-{i:06d}" for i in range(due) if f"cron-{i:06d}" not in created_names]
+            print(f"{len(missing):,} due runs not created after {args.burst_timeout:.0f}s; first ones:",
+                  file=sys.stderr)
+            for name in missing[:5]:
+                cron = runner._current((namespace, name))  # noqa: SLF001
+                print(f"  {name}: status {(cron or {}).get('status')}", file=sys.stderr)
         creates_cpu, creates_decisions = cpu() - cpu2, runner.decisions - decisions0
         creates_wall, creates_server_cpu = time.perf_counter() - wall2, process_cpu(server_pid) - server_cpu2
         settle_deadline = time.perf_counter() + 60
@@ -437,6 +450,10 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
           f"= {plan_cost / croniter_cost:.2f}x croniter.get_next")
     print(f"service process CPU per created run (decision, HTTP create + status write, watch events): "
           f"{per_run_cpu * 1000:.2f} ms = {per_run_cpu / croniter_cost:.0f}x croniter.get_next", flush=True)
+    if warnings:
+        print(f"the service logged {len(warnings):,} warnings/errors; first ones:", file=sys.stderr)
+        for line in warnings[:10]:
+            print(f"  {line}", file=sys.stderr)
     if listed_count != size:
         print(f"the bare list found {listed_count:,} CronWorkflows, not {size:,}", file=sys.stderr)
     return 0 if len(lags) == due and created == due and listed_count == size else 1
