@@ -651,6 +651,42 @@ async def test_a_workflow_seen_during_a_create_that_failed_is_still_decided_agai
     assert status["failed"] == 1 and condition({"status": status}, "SubmissionError") is not None
 
 
+class FaultingCreateKube(Kube):
+    """The runner's gateway, whose first Workflow create is answered as kube-apiserver 1.24 sometimes answers
+    concurrent creates: 422 with an "internal error" from evaluating a CRD validation rule, the object not stored
+    (seen in benchmarks/cron_scale.py against the harness; the same create then succeeds)."""
+
+    faults = 0
+
+    async def create(self, resource, body, *, namespace=None, dry_run=False):
+        if resource == WORKFLOWS and FaultingCreateKube.faults:
+            FaultingCreateKube.faults -= 1
+            raise Invalid(422, "Invalid", f'Workflow.argoproj.io "{body["metadata"]["name"]}" is invalid: '
+                          "spec.templates[0]: Internal error: internal error: runtime error: index out of range "
+                          "[1] with length 1 evaluating rule: at most one template type may be defined")
+        return await super().create(resource, body, namespace=namespace, dry_run=dry_run)
+
+
+async def test_a_create_the_api_server_fails_with_an_internal_error_is_retried_not_lost(env):
+    """A 422 "internal error" is the API server's fault, not a verdict on the Workflow: the run is decided again
+    after the error back-off and created once under its own name; no SubmissionError, no failed run."""
+    t0 = env.clock.now()
+    env.clock.set(t0 + minutes(5))  # the first run due is t0 + 10 min, the one the fault hits
+    await env.create_cron("flaky", every(10))
+    FaultingCreateKube.faults = 1
+    try:
+        svc = await env.service(kube_class=FaultingCreateKube)
+        await env.run_until(t0 + minutes(10) + timedelta(seconds=30))
+    finally:
+        FaultingCreateKube.faults = 0
+    assert await env.names() == [wf_name("flaky", t0 + minutes(10))]
+    assert svc.count("burstflow_cron_submission_failures_total", namespace=env.namespace) == 0
+    status = (await env.cron("flaky"))["status"]
+    assert [ref["name"] for ref in status["active"]] == [wf_name("flaky", t0 + minutes(10))]
+    assert status.get("failed", 0) == 0 and condition({"status": status}, "SubmissionError") is None
+    assert [e["reason"] for e in await env.events("flaky")].count("SubmissionError") == 0
+
+
 # ------------------------------------------------------------------------------------------------ spec errors
 
 
