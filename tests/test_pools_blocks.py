@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
 from burstflow import kube as k
 from burstflow.clock import FakeClock
-from burstflow.webhook.admitter import PodAdmitter, PolicyStore
-from burstflow.webhook.policy import PolicySet
 from burstflow.webhook.pools.ledger import BlockSettings, Ledger
 from burstflow.webhook.pools.metrics import PoolMetrics
 from burstflow.webhook.pools.model import POOL_LABEL, RESERVATION_ANNOTATION
 from burstflow.webhook.pools.placement import PLACE
-from burstflow.webhook.pools.placer import PoolPlacer
-from burstflow.webhook.server import Server
-from burstflow.webhook.settings import WebhookSettings
 from tests.tls import TlsFiles
-from tests.test_pools_counting import (START, Cluster, Replica, cluster, create_policy, crd,  # noqa: F401 - fixtures
+from tests.test_pools_counting import (START, Cluster, cluster, create_policy, crd,  # noqa: F401 - fixtures
                                        patched_pod, policy_status, pools_of, review)
 
 pytestmark = pytest.mark.kube
@@ -175,23 +169,7 @@ async def test_spare_slots_are_not_handed_out_after_the_handout_window(kube, nam
 class BlockCluster(Cluster):
     """`Cluster` whose replicas reserve slot blocks."""
 
-    async def start(self, kube_factory, policies, *, count: int = 3, clock=None, decision_timeout: float = 10.0):
-        for _ in range(count):
-            kube = await kube_factory()
-            registry = CollectorRegistry()
-            metrics = PoolMetrics(registry)
-            ledger = Ledger(kube=kube, clock=clock, metrics=metrics, blocks=BLOCKS)
-            placer = PoolPlacer(ledger=ledger, metrics=metrics, decision_timeout=decision_timeout)
-            admitter = PodAdmitter(store=PolicyStore(PolicySet(compiled={"ResourcePolicy": tuple(policies)})),
-                                   namespaces={}, placer=placer)
-            settings = WebhookSettings(cert_file=str(self.tls.cert_path), key_file=str(self.tls.key_path),
-                                       bind_address="127.0.0.1", port=0, metrics_address="127.0.0.1",
-                                       metrics_port=0, policies_from_cluster=False)
-            server = Server(admitter=admitter, settings=settings, registry=registry)
-            await server.start()
-            self.replicas.append(Replica(kube, ledger, metrics, server))
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.tls.client_context(), limit=60))
-        return self
+    blocks = BLOCKS
 
 
 @pytest.fixture

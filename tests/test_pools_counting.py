@@ -25,7 +25,7 @@ from tests.podschema import assert_valid_pod
 from tests.tls import TlsFiles
 from burstflow.webhook.admitter import PodAdmitter, PolicyStore
 from burstflow.webhook.policy import PolicySet
-from burstflow.webhook.pools.ledger import Ledger
+from burstflow.webhook.pools.ledger import BlockSettings, Ledger
 from burstflow.webhook.pools.metrics import PoolMetrics
 from burstflow.webhook.pools.model import POOL_LABEL, RESERVATION_ANNOTATION, compile_resource_policy
 from burstflow.webhook.pools.placer import PoolPlacer
@@ -108,6 +108,9 @@ class Replica:
 class Cluster:
     """N webhook replicas (real HTTPS servers) in front of one API, plus an HTTPS client trusting them."""
 
+    # Slot blocks (webhook/pools/ledger.py) off: these tests count per pod; tests/test_pools_blocks.py turns them on.
+    blocks: BlockSettings | None = None
+
     def __init__(self, tls: TlsFiles) -> None:
         self.tls = tls
         self.replicas: list[Replica] = []
@@ -118,7 +121,7 @@ class Cluster:
             kube = await kube_factory()
             registry = CollectorRegistry()
             metrics = PoolMetrics(registry)
-            ledger = Ledger(kube=kube, clock=clock or SystemClock(), metrics=metrics)
+            ledger = Ledger(kube=kube, clock=clock or SystemClock(), metrics=metrics, blocks=self.blocks)
             placer = PoolPlacer(ledger=ledger, metrics=metrics, decision_timeout=decision_timeout)
             admitter = PodAdmitter(store=PolicyStore(PolicySet(compiled={"ResourcePolicy": tuple(policies)})),
                                    namespaces={}, placer=placer)
