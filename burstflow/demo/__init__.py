@@ -92,6 +92,6 @@ async def main() -> int:
     await pools_demo()
     cron_preview_demo()
     await cron_service_demo()
-    print("\nDone. Next: `make test`, then README.md \"Install on a cluster\".")
+    print("\nDone. Next: `make test`, then docs/install.md to install on a cluster.")
     return 0
 
