@@ -449,7 +449,7 @@ def variables(*, name: str, namespace: str, labels: Mapping[str, str] | None, an
               failed: int, succeeded: int, last_scheduled_time: datetime | None, now: datetime) -> dict[str, Any]:
     """The activation for `CompiledExpression.evaluate`.
 
-    `cronworkflow.annotations` are the real annotations (Argo binds the labels there by mistake; README.md, "Migrating from Argo CronWorkflows").
+    `cronworkflow.annotations` are the real annotations (Argo binds the labels there by mistake; docs/concepts/cronworkflow.md, "Migrating from Argo CronWorkflows").
     """
     return {
         "cronworkflow": {

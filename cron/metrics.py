@@ -1,4 +1,4 @@
-"""The cron service's Prometheus metrics (names fixed in docs/architecture.md) and its /metrics + /healthz server."""
+"""The cron service's Prometheus metrics (names fixed in docs/reference/metrics.md) and its /metrics + /healthz server."""
 from __future__ import annotations
 
 from collections.abc import Callable
