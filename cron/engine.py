@@ -582,8 +582,8 @@ def clear_spec_error(status: CronStatus) -> CronStatus:
 
 def apply_stopped(status: CronStatus, decision: StopDecision) -> CronStatus:
     """Phase Stopped, the `cronworkflows.argoproj.io/completed: "true"` label, and a Completed condition saying which
-    expression stopped it. Resume by removing the label and the phase (docs/concepts/cronworkflow.md, "Suspending and resuming (also
-    after a stop)")."""
+    expression stopped it. Resume by removing the label and the phase
+    (docs/concepts/cronworkflow.md, "Suspending and resuming (also after a stop)")."""
     updated = replace(status, phase=PHASE_STOPPED, completed=True)
     return updated.with_condition(Condition(CONDITION_COMPLETED, decision.message))
 
