@@ -15,8 +15,7 @@ from burstflow.webhook.pools.ledger import BlockSettings, Ledger
 from burstflow.webhook.pools.metrics import PoolMetrics
 from burstflow.webhook.pools.model import POOL_LABEL, RESERVATION_ANNOTATION
 from burstflow.webhook.pools.placement import PLACE
-from tests.tls import TlsFiles
-from tests.test_pools_counting import (START, Cluster, cluster, create_policy, crd,  # noqa: F401 - fixtures
+from tests.test_pools_counting import (START, cluster, create_policy, crd,  # noqa: F401 - fixtures
                                        patched_pod, policy_status, pools_of, review)
 
 pytestmark = pytest.mark.kube
@@ -166,23 +165,8 @@ async def test_spare_slots_are_not_handed_out_after_the_handout_window(kube, nam
         await ledger.close()
 
 
-class BlockCluster(Cluster):
-    """`Cluster` whose replicas reserve slot blocks."""
-
-    blocks = BLOCKS
-
-
-@pytest.fixture
-async def block_cluster(tmp_path):
-    instance = BlockCluster(TlsFiles(tmp_path / "tls"))
-    try:
-        yield instance
-    finally:
-        await instance.stop()
-
-
 @pytest.mark.parametrize("faults", [False, True])
-async def test_replicas_with_blocks_never_overshoot(kube, namespace, crd, kube_factory, block_cluster, request,
+async def test_replicas_with_blocks_never_overshoot(kube, namespace, crd, kube_factory, cluster, request,
                                                    faults):
     clock = FakeClock(START)
     policy = await create_policy(kube, namespace, pool_and_overflow(300))
@@ -192,13 +176,14 @@ async def test_replicas_with_blocks_never_overshoot(kube, namespace, crd, kube_f
         sim.faults.add(method="PUT", path=r"resourcepolicies/pools/status", status=409, probability=0.15, seed=1)
         sim.faults.add(method="PUT", path=r"resourcepolicies/pools/status", status=500, probability=0.1, seed=2)
         sim.faults.add(method="GET", path=r"resourcepolicies/pools$", status=500, probability=0.1, seed=3)
-    await block_cluster.start(kube_factory, [policy], count=2, clock=clock)
-    ledgers = [replica.ledger for replica in block_cluster.replicas]
+    cluster.blocks = BLOCKS  # the counting tests' cluster, with slot blocks on
+    await cluster.start(kube_factory, [policy], count=2, clock=clock)
+    ledgers = [replica.ledger for replica in cluster.replicas]
     pods: list[dict] = []
     held = 0
     for _ in range(3):
         bodies = [review(namespace) for _ in range(400)]
-        responses = await block_cluster.burst(bodies)
+        responses = await cluster.burst(bodies)
         assert all(r["allowed"] for r in responses)
         pods += [patched_pod(b, r) for b, r in zip(bodies, responses)]
         spare = sum(ledger.spare_slots(policy) for ledger in ledgers)
