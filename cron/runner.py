@@ -715,8 +715,6 @@ class CronRunner:
         except (Unavailable, TooManyRequests):
             raise
         except KubeError as error:
-            if _server_fault(error):
-                raise  # decided again after the error back-off; the name still makes the run happen once
             message = f"Failed to submit Workflow: {error.message}"
             self.metrics.submission_failures.labels(namespace=key[0]).inc()
             outcome.events.append(("Warning", "SubmissionError", message))
@@ -793,14 +791,6 @@ class CronRunner:
             log.info("status write conflict; re-reading", extra=_fields(key))
             return False
         return True
-
-
-def _server_fault(error: KubeError) -> bool:
-    """A 422 that is the API server's own fault, not a verdict on the Workflow: kube-apiserver 1.24 now and then
-    answers concurrent writes with "internal error: runtime error: index out of range ... evaluating rule" while
-    evaluating a CRD validation rule, and the same write then succeeds (seen in benchmarks/cron_scale.py against a
-    real server: 4 of 2,000 creates). Counting it as a SubmissionError would lose the scheduled run."""
-    return error.code == 422 and "internal error:" in (error.message or "")
 
 
 def _slow_expressions(spec) -> bool:

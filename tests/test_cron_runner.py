@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from burstflow.clock import FakeClock
 from burstflow.kube import (
     CRDS, CRON_WORKFLOWS, EVENTS, LEASES, WORKFLOWS, AlreadyExists, Invalid, Kube, NotFound, Unavailable,
+    error_from_status,
 )
 from burstflow.cron.app import serve
 from burstflow.cron.leader import CronLeaderElector
@@ -661,9 +662,14 @@ class FaultingCreateKube(Kube):
     async def create(self, resource, body, *, namespace=None, dry_run=False):
         if resource == WORKFLOWS and FaultingCreateKube.faults:
             FaultingCreateKube.faults -= 1
-            raise Invalid(422, "Invalid", f'Workflow.argoproj.io "{body["metadata"]["name"]}" is invalid: '
-                          "spec.templates[0]: Internal error: internal error: runtime error: index out of range "
-                          "[1] with length 1 evaluating rule: at most one template type may be defined")
+            name = body["metadata"]["name"]
+            raise error_from_status(422, {  # the shape of the real server's answer, through the gateway's mapping
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                "message": f'Workflow.argoproj.io "{name}" is invalid: spec.templates[0]: Internal error: internal '
+                           "error: runtime error: index out of range [1] with length 1 evaluating rule: at most one "
+                           "template type may be defined",
+                "details": {"name": name, "group": "argoproj.io", "kind": "Workflow", "causes": [
+                    {"reason": "InternalError", "field": "spec.templates[0]"}]}})
         return await super().create(resource, body, namespace=namespace, dry_run=dry_run)
 
 
