@@ -656,7 +656,9 @@ class Reflector:
     delivered. Errors back off exponentially on the injected clock (`backoff_initial` doubling up to
     `backoff_max`); an exception raised by `on_event` is logged and does not stop the reflector.
     `synced` is set once the first list has been delivered. With `transform`, the cache and the events hold
-    `transform(object)` (a slimmer value, keyed as the object was) instead of the object itself.
+    `transform(object)` (a slimmer value, keyed as the object was) instead of the object itself. With `keep`, only
+    objects whose key `(namespace, name)` it accepts are cached and delivered; the others are dropped as their list
+    page or watch event arrives (a shard's reflector holds only its namespaces' share).
     """
 
     kube: Kube
@@ -672,6 +674,7 @@ class Reflector:
     backoff_max: float = 30.0
     page_size: int | None = DEFAULT_PAGE_SIZE
     transform: Callable[[JSON], Any] | None = None
+    keep: Callable[[ObjectKey], bool] | None = None
     cache: dict[ObjectKey, JSON] = field(default_factory=dict, init=False)
     resource_version: str | None = field(default=None, init=False)
     synced: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -735,10 +738,14 @@ class Reflector:
     async def _relist(self) -> None:
         transform = self.transform
         keyed = (lambda obj: (object_key(obj), transform(obj))) if transform else (lambda obj: (object_key(obj), obj))
+        if self.keep is not None:  # dropped page by page, before `transform` (None items are left out below)
+            keep, whole = self.keep, keyed
+            keyed = lambda obj: whole(obj) if keep(object_key(obj)) else None  # noqa: E731
         listing = await self.kube.list(self.resource, namespace=self.namespace, label_selector=self.label_selector,
                                        field_selector=self.field_selector, page_size=self.page_size, transform=keyed)
         with _gc_paused():
-            fresh = dict(listing.get("items") or [])
+            items = listing.get("items") or []
+            fresh = dict(items if self.keep is None else filter(None, items))
             changes: list[WatchEvent] = []
             for key, obj in fresh.items():
                 old = self.cache.get(key)
@@ -765,6 +772,8 @@ class Reflector:
         if event.type == "BOOKMARK":
             return
         key = object_key(event.object)
+        if self.keep is not None and not self.keep(key):
+            return
         if self.transform:
             event = WatchEvent(event.type, self.transform(event.object))
         if event.type == "DELETED":

@@ -7,6 +7,7 @@ from burstflow.clock import Clock
 from burstflow.kube import Kube
 from burstflow.leader import LeaderElector
 
+from burstflow.cron import shards
 from burstflow.cron.settings import CronSettings
 
 
@@ -33,10 +34,12 @@ class CronLeaderElector(LeaderElector):
 
 
 def elector_from_settings(kube: Kube, settings: CronSettings, *, clock: Clock) -> CronLeaderElector | None:
-    """The elector for the Lease `settings.lease_namespace/lease_name`, or None when leader election is off."""
+    """The elector for the Lease `settings.lease_namespace/lease_name` (with several shards, that shard's own Lease:
+    `shards.lease_name`), or None when leader election is off."""
     if not settings.leader_election:
         return None
+    name = shards.lease_name(settings.lease_name, shards=settings.shards, shard=settings.shard)
     return CronLeaderElector(
-        kube, name=settings.lease_name, namespace=settings.lease_namespace, identity=settings.identity, clock=clock,
+        kube, name=name, namespace=settings.lease_namespace, identity=settings.identity, clock=clock,
         lease_duration=settings.lease_duration_seconds, renew_deadline=settings.renew_deadline_seconds,
         retry_period=settings.retry_period_seconds)

@@ -56,7 +56,7 @@ from burstflow.kube import (
 from burstflow.logs import fields
 from burstflow.timefmt import format_time, parse_time
 
-from burstflow.cron import engine
+from burstflow.cron import engine, shards
 from burstflow.cron.engine import Child, CronStatus, Plan
 from burstflow.cron.gates import StatusWriteGates
 from burstflow.cron.leader import CronLeaderElector
@@ -184,11 +184,13 @@ class CronRunner:
         self.metrics = metrics
         self.elector = elector
         namespace = settings.namespace or None
+        # With several shards, only this shard's namespaces are kept (cron/shards.py); None keeps everything.
+        keep = shards.key_filter(shards=settings.shards, shard=settings.shard)
         self.crons = Reflector(kube, CRON_WORKFLOWS, namespace=namespace, on_event=self._on_cron_event, clock=clock,
-                               transform=_packed_cron, page_size=LIST_PAGE_SIZE)
+                               transform=_packed_cron, page_size=LIST_PAGE_SIZE, keep=keep)
         self.workflows = Reflector(
             kube, WORKFLOWS, namespace=namespace, label_selector=CRON_LABEL, on_event=self._on_workflow_event,
-            clock=clock, transform=_slim_workflow, page_size=LIST_PAGE_SIZE,
+            clock=clock, transform=_slim_workflow, page_size=LIST_PAGE_SIZE, keep=keep,
         )
         self._children: dict[Key, dict[str, Mapping[str, Any]]] = {}
         self._fresh: dict[Key, Mapping[str, Any]] = {}

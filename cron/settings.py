@@ -44,6 +44,12 @@ class CronSettings(LeaseSettings, LogSettings):
         "a status write that keeps answering 409 is re-read and re-decided at most this many times in one "
         "decision; then the key goes back into the queue with the fresh object from the watch"),
         help="re-reads of a CronWorkflow whose status write conflicts, per decision")
+    shards: int = setting(1, reason=(
+        "one process schedules every namespace; N > 1 splits namespaces over N shards by crc32(namespace) % N, each "
+        "shard with its own Lease (see cron/shards.py); every shard of an installation is given the same N"),
+        help="number of shards the namespaces are split over", metavar="N")
+    shard: int = setting(0, reason="this process's shard, 0..N-1; run one Deployment per shard",
+                         help="which shard this process is (0..N-1)", metavar="I")
     error_backoff_seconds: float = setting(5.0, reason=(
         "the pause before retrying a CronWorkflow whose decision failed on an API error (5xx, timeouts)"),
         help="seconds before retrying a decision that failed on an API error")
@@ -57,6 +63,14 @@ class CronSettings(LeaseSettings, LogSettings):
             raise SettingsError(f"{self.source('workers')}: must be at least 1, not {self.workers}")
         if self.conflict_retries < 1:
             raise SettingsError(f"{self.source('conflict_retries')}: must be at least 1, not {self.conflict_retries}")
+        if self.shards < 1:
+            raise SettingsError(f"{self.source('shards')}: must be at least 1, not {self.shards}")
+        if not 0 <= self.shard < self.shards:
+            raise SettingsError(f"{self.source('shard')}: must be between 0 and {self.shards - 1} "
+                                f"({self.source('shards')} is {self.shards}), not {self.shard}")
+        if self.shards > 1 and self.namespace:
+            raise SettingsError(f"{self.source('shards')}: shards split namespaces, but "
+                                f"{self.source('namespace')} watches only {self.namespace!r}; set one or the other")
         if self.error_backoff_seconds < 0:
             raise SettingsError(f"{self.source('error_backoff_seconds')}: must be >= 0, not "
                                 f"{self.error_backoff_seconds}")
