@@ -44,11 +44,11 @@ OWNERS_OF_3 = {
 }
 
 
-@pytest.mark.parametrize("namespace, owner", OWNERS_OF_3.items(), ids=list(OWNERS_OF_3))
-def test_a_namespace_belongs_to_the_shard_its_crc32_gives(namespace, owner):
-    assert shards.shard_of(namespace, 3) == owner
-    assert shards.owns(namespace, shards=3, shard=owner)
-    assert not any(shards.owns(namespace, shards=3, shard=other) for other in range(3) if other != owner)
+@pytest.mark.parametrize("name, owner", OWNERS_OF_3.items(), ids=list(OWNERS_OF_3))
+def test_a_namespace_belongs_to_the_shard_its_crc32_gives(name, owner):
+    assert shards.shard_of(name, 3) == owner
+    assert shards.owns(name, shards=3, shard=owner)
+    assert not any(shards.owns(name, shards=3, shard=other) for other in range(3) if other != owner)
 
 
 def test_the_table_is_crc32_of_the_utf8_name_which_other_languages_compute_the_same():
