@@ -34,8 +34,9 @@ class CronSettings(LeaseSettings, LogSettings):
     leader_election: bool = setting(True, off_flag="--no-leader-election", reason=(
         "one replica schedules, the others wait; off only when exactly one replica runs"),
         help="campaign for the Lease before scheduling")
-    lease_name: str = setting("burstflow-cron", reason="one Lease per installation of the cron service",
-                              help="name of the Lease")
+    lease_name: str = setting("burstflow-cron", reason=(
+        "one Lease per installation of the cron service; with --shards N, shard I elects on LEASE_NAME-shard-I-of-N"),
+        help="name of the Lease (with --shards N: LEASE_NAME-shard-I-of-N)")
     workers: int = setting(32, reason=(
         "decisions run concurrently across CronWorkflows (never two for one CronWorkflow): enough to create 1,000 "
         "Workflows due in the same minute within a second against a responsive API server"),
