@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/webhook_throughput.py
 	$(BIN)/python benchmarks/pool_burst.py
 	$(BIN)/python benchmarks/cron_scale.py
+	$(BIN)/python benchmarks/cron_shards.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
