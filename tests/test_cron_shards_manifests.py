@@ -149,3 +149,25 @@ def test_the_comparison_catches_a_shard_that_drifted_from_the_base(sharded, unsh
     drifted = copy.deepcopy(shard_deployments(sharded)[1])
     drifted["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "1Gi"
     assert without_sharding(drifted) != find(unsharded, "Deployment", "burstflow-cron")
+
+
+# --- the Helm chart's cron.shards ------------------------------------------------------------------------------------
+
+def test_the_chart_with_cron_shards_renders_exactly_the_sharded_overlay(sharded):
+    from tests.test_helm import CHART, drift, render
+
+    import helm_python
+
+    chart = helm_python.Chart.load(CHART)
+    values = {"cron": {"shards": 3}, "webhook": {"tls": {"certManager": {"enabled": True}}}}
+    try:
+        objects = render(chart, values)
+        two = render(chart, {**values, "cron": {"shards": 2}})
+    finally:
+        chart.close()
+    kustomized = [o for o in sharded if o["kind"] != "CustomResourceDefinition"]
+    assert drift(kustomized, objects) == []
+    reported = drift(kustomized, two)
+    assert "Deployment burstflow-system/burstflow-cron-shard-2: only in kustomize" in reported
+    assert any(line.startswith("Deployment burstflow-system/burstflow-cron-shard-0: spec.template.spec.containers[0]"
+                               ".env[3].value: kustomize \"3\", chart \"2\"") for line in reported), reported
