@@ -19,12 +19,13 @@ fires in between) and the timer is woken, so start-up may take as long as it tak
     .venv/bin/python benchmarks/cron_scale.py                      # 100,000 CronWorkflows, 10,000 due
     .venv/bin/python benchmarks/cron_scale.py --size 10000         # 10,000, 1,000 due
     .venv/bin/python benchmarks/cron_scale.py --kubeconfig /work/harness-run/kubeconfig --size 5000
-        [--due N] [--workers 32] [--page-size 500] [--profile startup|burst] [--trust-env]
+        [--due N] [--workers 32] [--page-size 500] [--profile startup|burst] [--py-spy PREFIX] [--trust-env]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -81,6 +82,28 @@ class ShiftedClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+class GcClock:
+    """Seconds this process spent in the cyclic garbage collector (by generation) while `running`, from
+    `gc.callbacks`: with 100,000 objects' worth of dicts held, a full collection walks all of them."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self.running = False
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.running:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+    def summary(self) -> str:
+        return ", ".join(f"gen{g} {n:,} x = {s:.2f} s" for g, (n, s) in enumerate(zip(self.collections, self.seconds)))
 
 
 def cpu() -> float:
@@ -170,9 +193,13 @@ def serve_sim(conn, namespace: str, crons: int, due: int) -> None:
             sim.put_object("cronworkflows.burstflow.io", obj)
             sim.put_object("cronworkflows.burstflow.io", obj)
         await sim.start()
+        collector = GcClock()
+        collector.running = True
         conn.send(sim.port)
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        collector.running = False
         conn.send(len(sim.objects("workflows.argoproj.io", namespace)))
+        conn.send(collector.summary())  # read by `measure` (a caller that only wants the count may leave it)
         await sim.stop()
 
     logging.basicConfig(level=logging.WARNING)
@@ -238,6 +265,37 @@ def local_kubeconfig(directory: str, port: int) -> str:
         "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
     }))
     return str(path)
+
+
+def start_py_spy(prefix: str, pids: dict[str, int | None]) -> list[tuple[str, "subprocess.Popen"]]:
+    """Sample each process with py-spy (when installed) until `stop_py_spy`: `<prefix>.<name>.txt`, collapsed
+    stacks (one line per stack and its sample count), for flame graphs or grep."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        print("--py-spy: py-spy is not installed (pip install py-spy)", file=sys.stderr)
+        return []
+    spies = []
+    for name, pid in pids.items():
+        if pid is None:
+            continue
+        out = f"{prefix}.{name}.txt"
+        spies.append((out, subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--format", "raw", "--output", out],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    return spies
+
+
+def stop_py_spy(spies: list[tuple[str, "subprocess.Popen"]]) -> None:
+    import signal
+
+    for _, spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for out, spy in spies:
+        spy.wait(timeout=60)
+        print(f"py-spy samples of the burst: {out}", file=sys.stderr)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -317,6 +375,8 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
     cron_log.setLevel(logging.INFO)
     cron_log.propagate = False
     cron_log.addHandler(LagRecorder())
+    collector = GcClock()
+    server_gc = "not measured"
     profiler = None
     if args.profile:
         import cProfile
@@ -356,12 +416,16 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
         await asyncio.sleep(max(0.0, (DUE - clock.now()).total_seconds()))
         if args.profile == "burst":
             profiler.enable()
+        collector.running = True
+        spies = start_py_spy(args.py_spy, {"service": os.getpid(), "endpoint": server_pid}) if args.py_spy else []
         cpu2, wall2, decisions0 = cpu(), time.perf_counter(), runner.decisions
         server_cpu2 = process_cpu(server_pid)
         while len(lags) < due and time.perf_counter() - wall2 < args.burst_timeout:
             await asyncio.sleep(0.01)
         if args.profile == "burst":
             profiler.disable()
+        collector.running = False
+        stop_py_spy(spies)
         if len(lags) < due:  # say which runs are missing and what their CronWorkflows' status says
             missing = [f"cron-{i:06d}" for i in range(due) if f"cron-{i:06d}" not in created_names]
             print(f"{len(missing):,} due runs not created after {args.burst_timeout:.0f}s; first ones:",
@@ -394,6 +458,7 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
         if parent_end is not None:
             parent_end.send("stop")
             created = await asyncio.get_running_loop().run_in_executor(None, parent_end.recv)
+            server_gc = await asyncio.get_running_loop().run_in_executor(None, parent_end.recv)
         else:
             created = len((await admin.list(k.WORKFLOWS, namespace=namespace, page_size=500))["items"])
 
@@ -443,6 +508,8 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
           f"({100 * creates_server_cpu / creates_wall:.0f}%); decisions {creates_decisions:,}")
     print(f"whole burst (status writes done, idle): service CPU {burst_cpu:.1f} s, {server} CPU "
           f"{burst_server_cpu:.1f} s; decisions {burst_decisions:,}")
+    print(f"cyclic GC, due instant to last create: service {collector.summary()}; {server} (while serving) "
+          f"{server_gc}")
     print(f"CPU between ticks: {idle_cpu * 1000:.0f} ms over {idle_window:.1f}s "
           f"({100 * idle_cpu / idle_window:.2f}% of one core)")
     print(f"bare croniter.get_next: {croniter_cost * 1e6:.1f} us per call (baseline, this run)")
@@ -473,6 +540,9 @@ if __name__ == "__main__":
     parser.add_argument("--burst-timeout", type=float, default=300.0, help="seconds to wait for every run")
     parser.add_argument("--profile", choices=["startup", "burst"],
                         help="print where the service's CPU goes during start-up or the burst")
+    parser.add_argument("--py-spy", metavar="PREFIX",
+                        help="sample the service and the local endpoint with py-spy from the due instant to the last "
+                             "create: PREFIX.service.txt, PREFIX.endpoint.txt (collapsed stacks)")
     parser.add_argument("--profile-sort", default="tottime", help="pstats sort key for --profile (e.g. cumulative)")
     parser.add_argument("--trust-env", action="store_true",
                         help="open the gateway with trust_env=True (kubernetes-asyncio's own default), to compare")

@@ -56,6 +56,14 @@ class CronMetrics:
         self.is_leader.labels(component="cron").set(0)
         for reason in SKIP_REASONS:
             self.runs_skipped.labels(reason=reason)
+        self._created_in: dict[str, Counter] = {}
+
+    def created_in(self, namespace: str) -> Counter:
+        """`runs_created` of `namespace`, looked up once per namespace (a burst counts thousands of runs)."""
+        child = self._created_in.get(namespace)
+        if child is None:
+            child = self._created_in[namespace] = self.runs_created.labels(namespace=namespace)
+        return child
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample's current value (0.0 when absent), e.g. `value("burstflow_cron_runs_created_total", {...})`."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from burstflow.timefmt import format_time
 
@@ -26,9 +29,20 @@ def workflow_name(cron_name: str, scheduled_time: datetime) -> str:
     return f"{cron_name}-{int(scheduled_time.timestamp())}"
 
 
+@lru_cache(maxsize=256)
 def scheduled_time_text(scheduled_time: datetime) -> str:
-    """RFC 3339 in UTC, second precision: `2026-03-08T07:30:00Z` (Argo formats in the controller zone, UTC)."""
+    """RFC 3339 in UTC, second precision: `2026-03-08T07:30:00Z` (Argo formats in the controller zone, UTC).
+    Cached: the runs of a burst share a handful of scheduled times."""
     return format_time(scheduled_time, timespec="seconds")
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of decoded JSON (an orjson round trip, several times faster than `copy.deepcopy`); anything
+    orjson cannot encode is deep-copied."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:
+        return copy.deepcopy(value)
 
 
 def build_workflow(cron: Mapping[str, Any], scheduled_time: datetime) -> dict[str, Any]:
@@ -72,5 +86,5 @@ def build_workflow(cron: Mapping[str, Any], scheduled_time: datetime) -> dict[st
         "apiVersion": WORKFLOW_API_VERSION,
         "kind": "Workflow",
         "metadata": workflow_meta,
-        "spec": copy.deepcopy(dict(spec.get("workflowSpec") or {})),
+        "spec": _json_copy(dict(spec.get("workflowSpec") or {})),
     }

@@ -9,7 +9,7 @@ import json
 import logging
 import random
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
@@ -48,6 +48,8 @@ _META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resource
                "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
                "ownerReferences", "finalizers", "managedFields")
 _TRUE = ("true", "True", "1")
+# Watch lines kept for the other watchers of the same change (`ApiSim._event_line`): a burst's worth of writes.
+EVENT_LINES = 1024
 
 
 def _str_map(v: Any) -> bool:
@@ -76,7 +78,7 @@ def _unmarshal_error(field: str, value: Any, go_type: str, *, kind: str = "", ve
 
 
 def _ts(clock: Clock) -> str:
-    return clock.now().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return clock.now().astimezone(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def _dumps(obj: Any) -> bytes:
@@ -142,6 +144,8 @@ class ApiSim:
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: Dispatcher | None = None
         self._closing = asyncio.Event()
+        # (object identity, event type, apiVersion) -> (object, its watch line): see `_event_line`.
+        self._lines: OrderedDict[tuple[int, str, str], tuple[dict, bytes]] = OrderedDict()
         for ns in (*SYSTEM_NAMESPACES, *namespaces):
             if self.store.get(NAMESPACES, "", ns) is None:
                 self.put_object("namespaces", {"metadata": {"name": ns}})
@@ -357,7 +361,10 @@ class ApiSim:
         try:
             if "yaml" in content_type:
                 return yaml.safe_load(raw)
-            return json.loads(raw)
+            try:
+                return orjson.loads(raw)  # strict JSON, several times faster
+            except ValueError:
+                return json.loads(raw)  # what orjson refuses and json takes (big integers, NaN), or json's error
         except (ValueError, yaml.YAMLError) as exc:
             raise bad_request(f"couldn't get version/kind; json parse error: {exc}")
 
@@ -402,6 +409,8 @@ class ApiSim:
 
     def _discovery(self, segs: list[str]) -> dict | None:
         """The discovery document for this path, None when the path names resources; 404 for unknown groups."""
+        if len(segs) > (3 if segs[0] == "apis" else 2):
+            return None  # a resource path (every request but discovery's): no group table to build
         if segs == ["version"]:
             return dict(VERSION_INFO)
         if segs[0] == "version":
@@ -693,11 +702,13 @@ class ApiSim:
             # The pod status strategy keeps the spec and owner references and takes the rest of metadata (labels,
             # annotations, finalizers) from the request, as a real server does (unlike custom resources).
             status = new.get("status")
-            new = {**copy.deepcopy(existing), "metadata": new["metadata"]}
+            # Shallow copies of the stored object suffice here and below: stored objects are never mutated (see
+            # store.py), and only the top level and the metadata of `new` are written to.
+            new = {**existing, "metadata": new["metadata"]}
             self._keep_system_metadata(new["metadata"], old_meta)
             for k in ("ownerReferences",):
                 if k in old_meta:
-                    new["metadata"][k] = copy.deepcopy(old_meta[k])
+                    new["metadata"][k] = old_meta[k]
                 else:
                     new["metadata"].pop(k, None)
             if status is None:
@@ -706,7 +717,7 @@ class ApiSim:
                 new["status"] = status
         elif sub == "status":
             status = new.get("status")
-            new = copy.deepcopy(existing)
+            new = {**existing, "metadata": dict(old_meta)}
             if status is None:
                 new.pop("status", None)
             else:
@@ -913,6 +924,21 @@ class ApiSim:
         return {"kind": rt.list_kind, "apiVersion": rt.api_version(version), "metadata": metadata,
                 "items": out_items}
 
+    def _event_line(self, rt: ResourceType, version: str, etype: str, obj: dict) -> bytes:
+        """One watch event as its line on the wire, encoded once however many watchers it goes to: every watcher
+        of a resource is handed the same stored object (stored objects are never mutated), so the line is kept
+        by the object's identity (the entry holds the object, so the identity cannot be reused while kept)."""
+        api_version = rt.api_version(version)
+        key = (id(obj), etype, api_version)
+        cached = self._lines.get(key)
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        line = _dumps({"type": etype, "object": self._present(rt, version, obj)}) + b"\n"
+        self._lines[key] = (obj, line)
+        if len(self._lines) > EVENT_LINES:
+            self._lines.popitem(last=False)
+        return line
+
     def _bookmark(self, rt: ResourceType, version: str) -> dict:
         obj = {"kind": rt.kind, "apiVersion": rt.api_version(version),
                "metadata": {"resourceVersion": str(self.store.rv), **rt.bookmark_meta_extra}}
@@ -953,7 +979,7 @@ class ApiSim:
                 lines = []
                 while not watcher.queue.empty():
                     etype, obj = watcher.queue.get_nowait()
-                    lines.append(_dumps({"type": etype, "object": self._present(rt, version, obj)}) + b"\n")
+                    lines.append(self._event_line(rt, version, etype, obj))
                 if lines:
                     await resp.write(b"".join(lines))
                 now = self.clock.monotonic()
@@ -971,7 +997,7 @@ class ApiSim:
                 sleeper.cancel()
                 if getter.done():
                     etype, obj = getter.result()
-                    await resp.write(_dumps({"type": etype, "object": self._present(rt, version, obj)}) + b"\n")
+                    await resp.write(self._event_line(rt, version, etype, obj))
                 else:
                     getter.cancel()
                 if closing.done():
