@@ -48,10 +48,20 @@ def allowed(uid: str, *, warnings: list[str] | None = None) -> dict[str, Any]:
 
 def patched(uid: str, patch: list[dict[str, Any]], *, warnings: list[str] | None = None) -> dict[str, Any]:
     """Allow with a JSONPatch; an empty patch degrades to `allowed()` (an unchanged pod gets no patch)."""
+    return with_patch(uid, encode_patch(patch), warnings=warnings)
+
+
+def encode_patch(patch: list[dict[str, Any]]) -> str:
+    """A JSONPatch as an AdmissionReview response carries it: base64 of its JSON ("" for an empty patch)."""
+    return base64.b64encode(orjson.dumps(patch)).decode() if patch else ""
+
+
+def with_patch(uid: str, encoded: str, *, warnings: list[str] | None = None) -> dict[str, Any]:
+    """`patched` with the patch already encoded (`encode_patch`)."""
     response = allowed(uid, warnings=warnings)
-    if patch:
+    if encoded:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+        response["patch"] = encoded
     return response
 
 

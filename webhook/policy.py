@@ -131,6 +131,7 @@ class Profile:
     toleration_plan: tuple[tuple[tuple[Any, ...], Mapping[str, Any], Change], ...] = field(
         init=False, repr=False, compare=False)
     seccomp_change: Change = field(init=False, repr=False, compare=False)
+    templated: bool = field(init=False, repr=False, compare=False)  # some value is a `{{ <CEL> }}` template
 
     def __post_init__(self) -> None:
         """Precompute what does not depend on the pod: per map section (its SECTIONS name), (key, value, the Change
@@ -143,6 +144,7 @@ class Profile:
                     (key, value, None if isinstance(value, Template) else
                      Change(self.name, f"{where}[{key}]", value, "set")) for key, value in items)))
         object.__setattr__(self, "entries", tuple(entries))
+        object.__setattr__(self, "templated", any(change is None for _, items in entries for _, _, change in items))
         object.__setattr__(self, "toleration_plan", tuple(
             (toleration_key(t), t, Change(self.name, "spec.tolerations", dict(t), "added")) for t in self.tolerations))
         object.__setattr__(self, "seccomp_change", Change(self.name, "spec.securityContext.seccompProfile.type",
@@ -175,6 +177,17 @@ class PolicySet:
         for kind, items in self.compiled.items():
             counts[kind] = len(items)
         return counts
+
+    def resource_policies(self, namespace: str) -> tuple[Any, ...]:
+        """The compiled ResourcePolicies of `namespace` (grouped once per set: admission asks for every pod)."""
+        return self._resource_policies.get(namespace, ())
+
+    @functools.cached_property
+    def _resource_policies(self) -> dict[str, tuple[Any, ...]]:
+        grouped: dict[str, list[Any]] = {}
+        for policy in self.compiled.get("ResourcePolicy", ()):
+            grouped.setdefault(policy.namespace, []).append(policy)
+        return {namespace: tuple(items) for namespace, items in grouped.items()}
 
 
 def new_environment() -> cel.Environment:
