@@ -321,13 +321,15 @@ def cores() -> int:
 def describe(label: str, phase: Phase, cores_: int) -> dict:
     """Print a phase's per-shard and overall figures; returns the overall ones."""
     print(f"\n{label}:")
-    print("  shard  namespaces  CronWorkflows  due   start-up  peak RSS  lag p50  lag p99  CPU/create  created")
+    print("  shard  namespaces  CronWorkflows  due   start-up  peak RSS  lag p50  lag p99  CPU/create  created  "
+          "CPU to last create")
     for s in phase.shards:
         lags = sorted(s.done.get("lags", []))
         per = s.done.get("burst_cpu", float("nan")) / max(1, len(lags))
         print(f"  {s.index:>5}  {s.namespaces:>10}  {s.crons:>13,}  {s.due:>5,} {s.started['startup_wall']:>8.1f}s "
               f"{s.done.get('rss_peak', float('nan')):>7.0f}Mi {statistics.median(lags) if lags else float('nan'):>7.2f}s "
-              f"{percentile(lags, 0.99):>7.2f}s {per * 1000:>8.2f}ms  {len(lags):>7,}")
+              f"{percentile(lags, 0.99):>7.2f}s {per * 1000:>8.2f}ms  {len(lags):>7,}  "
+              f"{s.done.get('creates_cpu', float('nan')):>17.1f}s")
         if s.crons != s.started.get("crons"):
             print(f"  shard {s.index} holds {s.started.get('crons'):,} CronWorkflows, not its share {s.crons:,}",
                   file=sys.stderr)
@@ -343,6 +345,9 @@ def describe(label: str, phase: Phase, cores_: int) -> dict:
                "p99": percentile(lags, 0.99), "per": per, "service_cpu": phase.service_cpu, "endpoint": endpoint,
                "burst_wall": phase.burst_wall}
     floor = (phase.service_cpu + (endpoint or 0.0)) / cores_
+    busiest = max(s.done.get("creates_cpu", 0.0) for s in phase.shards)
+    print(f"  the busiest shard used {busiest:.1f}s of CPU from 12:00 to its last create: with a core of its own and an "
+          "API that keeps up, its last run would be created about that long after 12:00")
     print(f"  overall: start-up (slowest shard) {startup:.1f}s, peak RSS (largest shard) {rss:.0f} MiB, lag p50 "
           f"{overall['p50']:.2f}s p99 {overall['p99']:.2f}s, runs created {phase.created:,} (Workflows stored "
           f"{phase.workflows:,}); burst until every shard was idle {phase.burst_wall:.1f}s")
