@@ -2,7 +2,8 @@
 
 Each server runs in its own process (a child of this script) so the load generator and the server do not share an
 event loop; the load is an aiohttp keep-alive client on 127.0.0.1 posting the captured Argo pod AdmissionReview at
-each concurrency level. Servers are measured back to back per level, so machine noise hits both alike.
+each concurrency level, as `--variants` (64) different pods taken in turn: each its own uid, pod name, workflow name
+and node id (same size), so nothing can be answered from an earlier identical request. Servers are measured back to back per level, so machine noise hits both alike.
 
     .venv/bin/python benchmarks/webhook_throughput.py                 # ~2 min (3 rounds)
     .venv/bin/python benchmarks/webhook_throughput.py --duration 1 --rounds 1 --concurrency 1,16
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import ssl
@@ -32,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +146,35 @@ def _profile(kind: str, cert: str, key: str, output: str) -> None:
 
 # --- client side --------------------------------------------------------------------------------------------------
 
+def _bodies(count: int) -> list[bytes]:
+    """`count` AdmissionReview bodies of the captured pod, each with its own uid, pod and workflow name and node id
+    (the same length as the captured ones, so every body has the same size); the first is the captured one."""
+    text = json.dumps(json.loads(FIXTURE.read_text())["body"])
+    rng = random.Random(13)
+    uid = json.loads(text)["request"]["uid"]
+    bodies = [text.encode()]
+    while len(bodies) < count:
+        workflow = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=5))
+        node = "".join(rng.choices("0123456789", k=10))
+        variant = (text.replace(uid, str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+                   .replace("x7k2p", workflow).replace("1234567890", node))
+        bodies.append(variant.encode())
+    return bodies
+
+
+class _Bodies:
+    """The bodies taken in turn by every connection."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bodies = bodies
+        self.next = 0
+
+    def take(self) -> bytes:
+        body = self.bodies[self.next]
+        self.next = (self.next + 1) % len(self.bodies)
+        return body
+
+
 @dataclass
 class Result:
     server: str
@@ -221,9 +253,10 @@ class Child:
             await asyncio.wait_for(self.process.wait(), 30)
 
 
-async def measure(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, concurrency: int, warmup: float,
+async def measure(child: Child, *, bodies: list[bytes], client_ssl: ssl.SSLContext, concurrency: int, warmup: float,
                   duration: float) -> Result:
-    """`concurrency` keep-alive connections posting `body` back to back; counts only the `duration` window."""
+    """`concurrency` keep-alive connections posting `bodies` in turn, back to back; counts only the `duration`
+    window."""
     import aiohttp
 
     url = f"https://127.0.0.1:{child.port}/mutate/pods?timeout=5s"
@@ -232,6 +265,7 @@ async def measure(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, conc
     errors = 0
     loop = asyncio.get_running_loop()
     window: dict[str, float] = {}
+    turn = _Bodies(bodies)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal errors
@@ -239,6 +273,7 @@ async def measure(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, conc
             now = loop.time()
             if now >= window["end"]:
                 return
+            body = turn.take()
             started = time.perf_counter()
             try:
                 async with session.post(url, data=body, headers=headers) as response:
@@ -255,9 +290,10 @@ async def measure(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, conc
 
     connector = aiohttp.TCPConnector(ssl=client_ssl, limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.post(url, data=body, headers=headers) as response:  # one correct answer first
-            answer = json.loads(await response.read())
-            assert answer["response"]["uid"] == json.loads(body)["request"]["uid"], answer
+        for body in bodies:  # one correct answer to each body first
+            async with session.post(url, data=body, headers=headers) as response:
+                answer = json.loads(await response.read())
+                assert answer["response"]["uid"] == json.loads(body)["request"]["uid"], answer
         begin = loop.time()
         window["start"], window["end"] = begin + warmup, begin + warmup + duration
         tasks = [asyncio.create_task(worker(session)) for _ in range(concurrency)]
@@ -271,7 +307,7 @@ async def measure(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, conc
     return Result(child.kind, concurrency, len(latencies), measured_for, latencies, cpu, errors)
 
 
-async def count_instructions(child: Child, *, body: bytes, client_ssl: ssl.SSLContext, concurrency: int,
+async def count_instructions(child: Child, *, bodies: list[bytes], client_ssl: ssl.SSLContext, concurrency: int,
                              requests: int) -> float:
     """Instructions the server executes per admission: `concurrency` keep-alive connections (opened and warmed up
     first, outside the count) post exactly `requests` admissions between two callgrind dumps."""
@@ -280,11 +316,12 @@ async def count_instructions(child: Child, *, body: bytes, client_ssl: ssl.SSLCo
     url = f"https://127.0.0.1:{child.port}/mutate/pods?timeout=5s"
     headers = {"Content-Type": "application/json"}
     left = [0]
+    turn = _Bodies(bodies)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while left[0] > 0:
             left[0] -= 1
-            async with session.post(url, data=body, headers=headers) as response:
+            async with session.post(url, data=turn.take(), headers=headers) as response:
                 await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"{child.kind} answered {response.status}")
@@ -302,7 +339,7 @@ async def count_instructions(child: Child, *, body: bytes, client_ssl: ssl.SSLCo
     return executed / requests
 
 
-async def run_instructions(args: argparse.Namespace, body: bytes, levels: list[int], kinds: list[str]
+async def run_instructions(args: argparse.Namespace, bodies: list[bytes], levels: list[int], kinds: list[str]
                            ) -> dict[int, dict[str, float]]:
     """{level: {server: instructions per admission}} with each server under callgrind (one process per server)."""
     counts: dict[int, dict[str, float]] = {level: {} for level in levels}
@@ -314,7 +351,7 @@ async def run_instructions(args: argparse.Namespace, body: bytes, levels: list[i
             try:
                 for level in levels:
                     counts[level][kind] = await count_instructions(
-                        child, body=body, client_ssl=client_ssl, concurrency=level,
+                        child, bodies=bodies, client_ssl=client_ssl, concurrency=level,
                         requests=max(args.instruction_requests, 2 * level))
             finally:
                 await child.stop()
@@ -339,13 +376,13 @@ def _ms(seconds: float) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    body = json.dumps(json.loads(FIXTURE.read_text())["body"]).encode()
+    bodies = _bodies(args.variants)
     levels = [int(c) for c in args.concurrency.split(",")]
     kinds = [k for k in SERVERS if k in args.servers.split(",")]
     if args.skip_timing:
         if "no-op" not in kinds:
             raise SystemExit("the no-op baseline is needed for ratios")
-        await _print_instructions(args, body, levels, kinds)
+        await _print_instructions(args, bodies, levels, kinds)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         cert, key, client_ssl = _tls_material(Path(tmp))
@@ -361,7 +398,8 @@ async def run(args: argparse.Namespace) -> int:
         if "no-op" not in children:
             print("the no-op baseline did not start; no ratios can be computed")
             return 1
-        print(f"body: {FIXTURE.name} ({len(body)} bytes); {args.duration:g} s per measurement after "
+        print(f"body: {FIXTURE.name} ({len(bodies[0])} bytes) as {len(bodies)} different pods taken in turn; "
+              f"{args.duration:g} s per measurement after "
               f"{args.warmup:g} s warm-up; cpu = server process CPU per admission")
         for kind in children:
             print(f"  {kind:8} {SERVERS[kind]}; JSON: {_codec(kind)}")
@@ -378,7 +416,7 @@ async def run(args: argparse.Namespace) -> int:
                 for number in range(1, args.rounds + 1):
                     row: dict[str, Result] = {}
                     for kind, child in children.items():
-                        result = await measure(child, body=body, client_ssl=client_ssl, concurrency=level,
+                        result = await measure(child, bodies=bodies, client_ssl=client_ssl, concurrency=level,
                                                warmup=args.warmup, duration=args.duration)
                         row[kind] = result
                         _print_row(level, number, args.rounds, result, row["no-op"])
@@ -417,15 +455,16 @@ async def run(args: argparse.Namespace) -> int:
     if args.profile_dir:
         print(f"cProfile output of each server process in {args.profile_dir}/<server>.prof")
     if args.instructions:
-        await _print_instructions(args, body, levels, kinds)
+        await _print_instructions(args, bodies, levels, kinds)
     return 0 if errors == 0 else 1
 
 
-async def _print_instructions(args: argparse.Namespace, body: bytes, levels: list[int], kinds: list[str]) -> None:
+async def _print_instructions(args: argparse.Namespace, bodies: list[bytes], levels: list[int], kinds: list[str]
+                              ) -> None:
     print()
     print(f"instructions per admission (valgrind callgrind, user space, {args.instruction_requests} admissions "
           f"per level after a warm-up, PYTHONHASHSEED=0):")
-    counts = await run_instructions(args, body, levels, kinds)
+    counts = await run_instructions(args, bodies, levels, kinds)
     ratios = []
     for level in levels:
         line = f"  {level:>4} conns: " + ", ".join(f"{kind} {counts[level][kind]:,.0f}" for kind in kinds)
@@ -462,6 +501,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds per level; the ratios printed last are the medians over the rounds")
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
+    parser.add_argument("--variants", type=int, default=64,
+                        help="different pods (uid, names, node id) posted in turn; 1 posts the captured pod only")
     parser.add_argument("--profile-dir", help="write a cProfile of each server process here (slows them down)")
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions per admission with valgrind's callgrind (deterministic; 5-10 min)")
@@ -479,8 +520,8 @@ def main() -> int:
         else:
             asyncio.run(_serve(args.serve, args.cert, args.key))
         return 0
-    if args.duration <= 0 or args.warmup < 0 or args.rounds < 1:
-        parser.error("--duration must be > 0, --warmup >= 0 and --rounds >= 1")
+    if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or args.variants < 1:
+        parser.error("--duration must be > 0, --warmup >= 0, --rounds >= 1 and --variants >= 1")
     if args.instructions and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         parser.error("--instructions needs valgrind and callgrind_control on PATH (Debian: apt-get install valgrind)")
     if args.skip_timing and not args.instructions:

@@ -10,12 +10,15 @@ import copy
 import json
 import random
 
+from types import SimpleNamespace
+
 import jsonpatch
 import pytest
 
 from burstflow.webhook import admission
+from burstflow.webhook.admitter import PodAdmitter, PolicyStore
 from burstflow.webhook.loader import Document, compile_objects, load
-from burstflow.webhook.mutate import decide
+from burstflow.webhook.mutate import PodDraft, decide
 from tests.conftest import POLICIES, load_admission
 from tests.mutate_reference import reference_decide
 
@@ -71,7 +74,7 @@ def _pod_variants(rng: random.Random, pod: dict) -> dict:
     metadata = pod.setdefault("metadata", {})
     spec = pod.setdefault("spec", {})
     annotations = metadata.get("annotations")
-    choice = rng.randrange(9)
+    choice = rng.randrange(10)
     if choice == 0:
         metadata.pop("annotations", None)
     elif choice == 1:
@@ -87,6 +90,9 @@ def _pod_variants(rng: random.Random, pod: dict) -> dict:
         metadata["annotations"] = None
     elif choice == 6:
         metadata["annotations"] = dict(annotations or {}, **{"seccomp.security.alpha.kubernetes.io/pod": "x"})
+    elif choice == 7:
+        metadata["annotations"] = dict(annotations or {},
+                                       **{"container.seccomp.security.alpha.kubernetes.io/main": "runtime/default"})
     labels = metadata.get("labels")
     choice = rng.randrange(8)
     if choice == 0:
@@ -225,3 +231,35 @@ def test_a_new_policy_set_is_not_answered_from_the_old_sets_results():
     after = decide(request, policies=_compiled(changed), namespaces=NAMESPACES)
     assert before.pod["metadata"]["labels"]["team"] == "a"
     assert after.pod["metadata"]["labels"]["team"] == "z"
+
+
+class _Placer:
+    def __init__(self, place) -> None:
+        self._place = place
+
+    def place(self, pod, *, namespace, policies, dry_run=False):
+        return SimpleNamespace(pod=self._place(pod), denied=None, warnings=())
+
+
+def _labelled(pod):
+    draft = PodDraft(pod)
+    draft.set_entry(("metadata", "labels"), "burstflow.io/pool", "vci")
+    return draft.pod
+
+
+@pytest.mark.parametrize("place", [lambda pod: pod, dict, _labelled], ids=["same pod", "shallow copy", "edited"])
+async def test_the_patch_after_a_placer_is_the_diff_of_the_original_and_the_placed_pod(place):
+    policies = _compiled(STATIC)
+    for number, request in enumerate(_requests()[:4]):
+        request = dict(request, namespace="argo-jobs")
+        placed = []
+        admitter = PodAdmitter(store=PolicyStore(policies), namespaces=NAMESPACES,
+                               placer=_Placer(lambda pod: placed.append(place(pod)) or placed[-1]))
+        for _ in range(2):  # the first pod of its shape, then one answered from the remembered result
+            outcome = await admitter.admit(request)
+            expected = reference_decide(request, policies=policies, namespaces=NAMESPACES)
+            assert placed[-1] is not None
+            ops = admission.decode_patch(outcome.response)
+            assert _strict(jsonpatch.apply_patch(copy.deepcopy(request["object"]), ops)) == _strict(placed[-1])
+            if place is not _labelled:
+                assert ops == expected.patch(), number

@@ -151,10 +151,21 @@ class PodAdmitter:
                     code, message = placement.denied
                     return Outcome(admission.denied(uid, message, code=code, warnings=decision.warnings or None),
                                    "denied", profiles)
-                if placement.pod is not None:
-                    decision.draft.pod = placement.pod
+                if placement.pod is not None and not _shallow_copy(placement.pod, decision.draft.pod):
+                    decision.draft.pod = placement.pod  # changed: the patch is then a diff of the two pods
         response, outcome = decision.respond()
         return Outcome(response, outcome, profiles)
+
+
+def _shallow_copy(placed: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
+    """True when `placed` is `pod` or a copy holding the very same top-level values (a placer returns that for a
+    pod no ResourcePolicy selects; it never edits in place), so the patch the profile step wrote still holds."""
+    if placed is pod:
+        return True
+    if len(placed) != len(pod) or list(placed) != list(pod):
+        return False
+    get = placed.get
+    return all(get(key) is value for key, value in pod.items())
 
 
 def store_from_paths(paths: Iterable[str], *, loader: Callable[..., tuple[PolicySet, list[PolicyError]]] | None = None

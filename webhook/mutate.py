@@ -11,10 +11,9 @@ winning values and one copy-on-write write, instead of a lookup and a write per 
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import is_
+from operator import is_, methodcaller
 from types import MappingProxyType
 from typing import Any
 
@@ -315,7 +314,7 @@ class Edits:
 
     def write_into(self, draft: PodDraft) -> None:
         """Apply the edits to `draft` (creating and copying containers as its copy-on-write methods do)."""
-        _write(draft, self.tree, (), copy.deepcopy if self.shared else _same)
+        _write(draft, self.tree, (), _fresh if self.shared else _same)
 
     def ops(self, original: dict[str, Any]) -> list[dict[str, Any]]:
         """The patch turning `original` into `original` + these edits: exactly `diff`'s ops for that pair."""
@@ -326,6 +325,15 @@ class Edits:
 
 
 def _same(value: Any) -> Any:
+    return value
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of a JSON value's dicts and lists (the leaves are immutable)."""
+    if value.__class__ is dict:
+        return {key: _fresh(item) for key, item in value.items()}
+    if value.__class__ is list:
+        return [_fresh(item) for item in value]
     return value
 
 
@@ -963,10 +971,11 @@ def has_seccomp(pod: Mapping[str, Any]) -> bool:
         containers = spec.get(key)
         if isinstance(containers, list):
             for container in containers:
-                if (_is_map(container) and (value := container.get("securityContext"))
-                        and _mapping(value).get("seccompProfile")):
+                if ((container.__class__ is dict or isinstance(container, Mapping))
+                        and (value := container.get("securityContext")) and _mapping(value).get("seccompProfile")):
                     return True
-    for key in _mapping(_mapping(pod.get("metadata")).get("annotations")):
-        if key == LEGACY_SECCOMP_POD or key.startswith(LEGACY_SECCOMP_CONTAINER):
-            return True
-    return False
+    annotations = _mapping(_mapping(pod.get("metadata")).get("annotations"))
+    return LEGACY_SECCOMP_POD in annotations or any(map(_LEGACY_CONTAINER_KEY, annotations))
+
+
+_LEGACY_CONTAINER_KEY = methodcaller("startswith", LEGACY_SECCOMP_CONTAINER)
