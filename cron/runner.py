@@ -151,13 +151,23 @@ class _Decided:
     `status` (and the labels/annotations it implies) replaces `original`, then the skip is counted and
     `deletions` carried out (see `CronRunner._finish`)."""
 
-    cron: Mapping[str, Any]
+    cron: Mapping[str, Any] | None
     original: CronStatus
     status: CronStatus
     outcome: _Outcome
     skip: engine.Skip | None = None
     deletions: list[Child] = field(default_factory=list)
     next_wakeup: datetime | None = None
+    # While the decision waits for a status writer: the CronWorkflow decided for as the cache's packed JSON (`cron`
+    # is None then), a reference to bytes the cache holds anyway instead of a decoded copy per waiting decision
+    # (10,000 runs due at once: about 40 MiB, and as many dicts for the garbage collector to scan).
+    packed: bytes | None = None
+
+    def unpack(self) -> Mapping[str, Any]:
+        """`cron`, decoded from `packed` if it was packed."""
+        if self.cron is None:
+            self.cron, self.packed = orjson.loads(self.packed), None
+        return self.cron
 
 
 class CronRunner:
@@ -554,14 +564,29 @@ class CronRunner:
             return False
         decided = await self._decide(key, cron)
         if decided.outcome.created:
+            self._pack(key, decided)
             self._writes.put_nowait((key, decided))
             return True
         await self._reconcile(key, decided)
         return False
 
+    def _pack(self, key: Key, decided: _Decided) -> None:
+        """Hold a deferred decision's CronWorkflow as the cache's packed bytes when they are the version decided
+        for (same uid and resourceVersion; the cache leaves out only managedFields, which a write may omit)."""
+        cached = self.crons.cache.get(key)
+        packed = cached.get("packed") if cached is not None else None
+        if packed is None or decided.cron is None:
+            return
+        meta, cached_meta = decided.cron.get("metadata") or {}, cached.get("metadata") or {}
+        if (meta.get("resourceVersion") and meta.get("resourceVersion") == cached_meta.get("resourceVersion")
+                and meta.get("uid") == cached_meta.get("uid")):
+            decided.cron, decided.packed = None, packed
+
     async def _reconcile(self, key: Key, decided: _Decided | None = None) -> None:
         """Commit a decision, re-reading and deciding again after each 409 Conflict (at most `conflict_retries`
         decisions in all; then the key goes back to the queue). `decided` is a first decision already made."""
+        if decided is not None:
+            decided.unpack()
         for _ in range(self.settings.conflict_retries):
             if decided is None:
                 cron = self._deciding(key)
