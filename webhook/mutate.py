@@ -776,7 +776,7 @@ class _Plan:
     alike: the keys each map section may get (the applied annotation included), the tolerations they add, whether
     they touch node affinity and seccomp."""
 
-    __slots__ = ("ids", "names", "sections", "tolerations", "affinity", "seccomp", "spec")
+    __slots__ = ("ids", "names", "sections", "tolerations", "toleration_names", "affinity", "seccomp", "spec")
 
     def __init__(self, ids: tuple[int, ...], profiles: Sequence[Profile]) -> None:
         self.ids = ids
@@ -789,6 +789,7 @@ class _Plan:
             tolerations.extend(key for key, _, _ in profile.toleration_plan if key not in tolerations)
         self.sections = tuple((*path, frozenset(keys[where])) for where, path in SECTIONS.items() if where in keys)
         self.tolerations = tuple(tolerations)
+        self.toleration_names = frozenset(key[0] for key in tolerations)
         self.affinity = any(profile.node_affinity or profile.preferred for profile in profiles)
         deciding = [profile.seccomp for profile in profiles if profile.seccomp is not None]
         self.seccomp = bool(deciding and deciding[0])
@@ -821,9 +822,14 @@ class _Plan:
             if current is not _ABSENT:
                 if current.__class__ is not list:
                     return None
-                present = _toleration_keys(current)
                 shape.append(len(current))
-                shape.append(tuple(key in present for key in self.tolerations))
+                try:  # the common case: no toleration of the pod has the key of one these profiles add
+                    others = self.toleration_names.isdisjoint(map(_KEY, current))
+                except (AttributeError, TypeError):  # an entry that is not an object, an unhashable key
+                    others = False
+                if not others:
+                    present = _toleration_keys(current)
+                    shape.append(tuple(key in present for key in self.tolerations))
         if self.seccomp:
             found = has_seccomp(pod)
             shape.append(found)
@@ -970,6 +976,11 @@ def has_seccomp(pod: Mapping[str, Any]) -> bool:
     for key in ("initContainers", "containers", "ephemeralContainers"):
         containers = spec.get(key)
         if isinstance(containers, list):
+            try:  # the common case, no container with a securityContext, in C
+                if not any(map(_SECURITY_CONTEXT, containers)):
+                    continue
+            except AttributeError:  # an entry that is not an object: the loop below skips it
+                pass
             for container in containers:
                 if ((container.__class__ is dict or isinstance(container, Mapping))
                         and (value := container.get("securityContext")) and _mapping(value).get("seccompProfile")):
@@ -979,3 +990,5 @@ def has_seccomp(pod: Mapping[str, Any]) -> bool:
 
 
 _LEGACY_CONTAINER_KEY = methodcaller("startswith", LEGACY_SECCOMP_CONTAINER)
+_KEY = methodcaller("get", "key", "")
+_SECURITY_CONTEXT = methodcaller("get", "securityContext")
