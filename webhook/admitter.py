@@ -1,6 +1,6 @@
 """`PodAdmitter`: the webhook's per-request `Admitter` for pods — current policies from a `PolicyStore`, namespace
 labels from a lookup, the pure mutation core, then an optional placement step (resource pools) before the patch is
-diffed. Its production wiring is in webhook.app."""
+written. Its production wiring is in webhook.app."""
 from __future__ import annotations
 
 import contextlib

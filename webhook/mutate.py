@@ -1,13 +1,18 @@
 """The pure mutation core: (admission request, namespace, compiled policies) -> Decision; no IO, no clock, no metrics.
 
-Patches are diffs of the original and the mutated object; mutation code never writes patch ops. Measurements on
-the captured Argo pod shaped how: `copy.deepcopy` costs ~185 us, `jsonpatch.make_patch` ~750 us over the whole pod
-and still ~25 us per op on the pruned subtrees (~200 us for a typical 8-op patch), against a budget of ~0.3 ms per
-admission for everything (../shared/measured.md). So the pod is edited through `PodDraft`, a copy-on-write view
-that copies only the dicts and lists on the path to what changes, and `diff` is a small generic RFC 6902 differ
-that skips identical subtrees by identity; tests hold it to jsonpatch (apply_patch round trips, make_patch parity).
-Profiles are merged first and written after: each map section (annotations, labels, nodeSelector) gets one dict of
-winning values and one copy-on-write write, instead of a lookup and a write per key.
+Measurements on the captured Argo pod shaped how: `copy.deepcopy` costs ~185 us, `jsonpatch.make_patch` ~750 us
+over the whole pod, against a budget of ~0.3 ms per admission for everything (../shared/measured.md). So:
+- Profiles are merged first and written after: each map section (annotations, labels, nodeSelector) gets one dict
+  of winning values, and the profile step records what it does as `Edits` (a sparse tree over the pod) instead of
+  editing a copy. The patch is written from the edits, op for op what `diff` of the two pods would give (tests hold
+  it to the old edit-then-diff path); the edited pod is built (copy-on-write, `PodDraft`) only when something reads
+  it: a placement step, or a ResourcePolicy of the namespace (the enforce note).
+- When none of the profiles a pod gets has a template, their result depends on the pod only through its shape
+  (`_Plan.shape`: which containers and written keys it has, in which order, its tolerations, seccomp): the result,
+  patch encoded, is remembered per policy set, profiles and shape, so the pods of one workflow template in a
+  namespace, which differ in names and values but not in shape, cost a key and a lookup.
+- Anything else a step after the profiles changes is diffed: `diff` is a small generic RFC 6902 differ that skips
+  identical subtrees by identity; tests hold it to jsonpatch (apply_patch round trips, make_patch parity).
 """
 from __future__ import annotations
 
@@ -620,7 +625,7 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     ns_labels, ns_object, _ = namespace_view(namespaces if namespaces is not None else policies.namespaces,
                                              namespace)
     tables = _tables(policies)
-    candidates, templated = tables.candidates(ns_labels, WORKFLOW_LABEL in pod_labels)
+    candidates, templated, plan = tables.candidates(ns_labels, WORKFLOW_LABEL in pod_labels)
     decision = Decision(uid, "unchanged", draft=draft)
     activation: list[Any] = []
 
@@ -637,15 +642,18 @@ def apply_profiles(draft: PodDraft, *, policies: PolicySet, namespaces: Namespac
     if templated:
         _merge(draft, decision, candidates, pod_labels, activate, warn, chosen=False)
         return decision
-    # An empty selector matches everything: skip the call (most object selectors are empty).
-    chosen = [profile for profile in candidates
-              if (not profile.object_selector.requirements or profile.object_selector.matches(pod_labels))
-              and (not profile.conditions or _conditions_hold(profile, activate, warn))]
-    if not chosen:
-        decision.outcome = "skipped"
-        decision.reason = "no profile matched"
-        return decision
-    plan = tables.plan(chosen)
+    if plan is not None:  # no object selector, no condition: every candidate applies
+        chosen: Sequence[Profile] = candidates
+    else:
+        # An empty selector matches everything: skip the call (most object selectors are empty).
+        chosen = [profile for profile in candidates
+                  if (not profile.object_selector.requirements or profile.object_selector.matches(pod_labels))
+                  and (not profile.conditions or _conditions_hold(profile, activate, warn))]
+        if not chosen:
+            decision.outcome = "skipped"
+            decision.reason = "no profile matched"
+            return decision
+        plan = tables.plan(chosen)
     shape = plan.shape(pod)
     if shape is not None:
         found = tables.results.get(shape)
@@ -849,12 +857,15 @@ class _Tables:
 
     def __init__(self, policies: PolicySet | None) -> None:
         self.policies = policies
-        self.namespaces: dict[tuple[bool, frozenset[tuple[str, Any]]], tuple[tuple[Profile, ...], bool]] = {}
+        self.namespaces: dict[tuple[bool, frozenset[tuple[str, Any]]],
+                              tuple[tuple[Profile, ...], bool, _Plan | None]] = {}
         self.plans: dict[tuple[int, ...], _Plan] = {}
         self.results: dict[tuple[Any, ...], tuple[Edits, str, tuple[Change, ...]]] = {}
 
-    def candidates(self, ns_labels: Mapping[str, Any], is_workflow_pod: bool) -> tuple[tuple[Profile, ...], bool]:
-        """(profiles, whether any has a template): see `namespace_candidates`."""
+    def candidates(self, ns_labels: Mapping[str, Any], is_workflow_pod: bool
+                   ) -> tuple[tuple[Profile, ...], bool, _Plan | None]:
+        """(profiles, whether any has a template, their `_Plan` when every one applies to every such pod: none has
+        an object selector or a condition): see `namespace_candidates`."""
         try:
             key = (is_workflow_pod, frozenset(ns_labels.items()))
         except TypeError:  # an unhashable label value (no valid Namespace has one): decide without the table
@@ -868,7 +879,10 @@ class _Tables:
                          if (is_workflow_pod or not profile.workflow_pods_only)
                          and (not profile.namespace_selector.requirements
                               or profile.namespace_selector.matches(ns_labels)))
-        found = (profiles, any(profile.templated for profile in profiles))
+        unconditional = profiles and not any(profile.object_selector.requirements or profile.conditions
+                                              for profile in profiles)
+        found = (profiles, any(profile.templated for profile in profiles),
+                 self.plan(profiles) if unconditional else None)
         if key is not None:
             if len(self.namespaces) >= self.SIZE:
                 self.namespaces.clear()
