@@ -508,11 +508,13 @@ async def test_paged_list_across_namespaces_is_one_snapshot_in_etcd_key_order(ku
     # the continue token is the last key returned. Writes landing between pages must not show up in the list.
     other = f"{namespace}-b"
     label = f"burstflow.io/list-{namespace}"
+    # Fillers between "a" and "m": pages enough (one object each) for the six writes to land while the list goes
+    # on, however fast the client (with three objects a namespace, a list could finish before the writes did).
+    names = ("a", *(f"f{i:02d}" for i in range(12)), "m", "z")
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
     try:
         for ns in (namespace, other):
-            for name in ("a", "m", "z"):
-                await kube.create(CONFIGMAPS, _cm(name, ns, {label: "x"}))
+            await asyncio.gather(*(kube.create(CONFIGMAPS, _cm(name, ns, {label: "x"})) for name in names))
         first_page_read = asyncio.Event()
         writes_done: list[int] = []
 
@@ -536,7 +538,7 @@ async def test_paged_list_across_namespaces_is_one_snapshot_in_etcd_key_order(ku
         await writer
     finally:
         await kube.delete(NAMESPACES, other, propagation="Background")
-    expected = [(ns, name) for ns in (other, namespace) for name in ("a", "m", "z")]
+    expected = [(ns, name) for ns in (other, namespace) for name in names]
     assert f"{other}/z" < f"{namespace}/a"
     assert listing["items"] == expected
     assert all(data == {} for _, _, data in seen)
