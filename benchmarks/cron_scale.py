@@ -459,6 +459,9 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
         list_wall = time.perf_counter() - t
         listed_count = len(listed["items"])
         del listed
+        # The service stops before the endpoint does (its watches would otherwise warn about the closed port).
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         if parent_end is not None:
             parent_end.send("stop")
             created = await asyncio.get_running_loop().run_in_executor(None, parent_end.recv)
