@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -210,32 +211,36 @@ def serve_sim(conn, namespace: str, crons: int, due: int) -> None:
     asyncio.run(serve())
 
 
-async def seed_cluster(kube: Kube, namespace: str, crons: int, due: int) -> int:
-    """Create the CronWorkflows on a real cluster and write their steady-state status, 50 at a time. Returns how
-    many writes were retried: kube-apiserver 1.24 now and then answers 422 "internal error: runtime error: index
-    out of range" while evaluating a CRD validation rule under concurrent writes; the same write then succeeds."""
+async def seed_cluster(kube: Kube, namespace: str | Callable[[int], str], crons: int, due: int) -> int:
+    """Create the CronWorkflows on a real cluster (all in `namespace`, or CronWorkflow i in `namespace(i)`) and write
+    their steady-state status, 50 at a time. Returns how many writes were retried: kube-apiserver 1.24 now and then
+    answers 422 "internal error: runtime error: index out of range" while evaluating a CRD validation rule under
+    concurrent writes (the gateway raises it as Unavailable, like a 5xx) or 429; the same write then succeeds."""
     limit = asyncio.Semaphore(50)
     retried = 0
+    namespace_of = namespace if callable(namespace) else (lambda i: namespace)
 
     async def write(call, *args, **kwargs):
         nonlocal retried
         for attempt in range(5):
             try:
                 return await call(*args, **kwargs)
-            except k.Invalid as error:
-                if "internal error" not in str(error) or attempt == 4:
+            except (k.Unavailable, k.TooManyRequests):
+                if attempt == 4:
                     raise
                 retried += 1
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     async def one(i: int) -> None:
-        obj = cron_object(i, due, namespace)
+        obj = cron_object(i, due, namespace_of(i))
         status = obj.pop("status")
+        where = obj["metadata"]["namespace"]
         async with limit:
             try:
-                created = await write(kube.create, k.CRON_WORKFLOWS, obj, namespace=namespace)
+                created = await write(kube.create, k.CRON_WORKFLOWS, obj, namespace=where)
             except k.AlreadyExists:  # a retried create whose first attempt was stored after all
-                created = await kube.get(k.CRON_WORKFLOWS, obj["metadata"]["name"], namespace=namespace)
-            await write(kube.replace, k.CRON_WORKFLOWS, {**created, "status": status}, namespace=namespace,
+                created = await kube.get(k.CRON_WORKFLOWS, obj["metadata"]["name"], namespace=where)
+            await write(kube.replace, k.CRON_WORKFLOWS, {**created, "status": status}, namespace=where,
                         subresource="status")
 
     await asyncio.gather(*(one(i) for i in range(crons)))
@@ -324,7 +329,7 @@ async def main(args: argparse.Namespace) -> int:
             try:
                 retried = await seed_cluster(admin, namespace, size, due)
                 if retried:
-                    where += f"; {retried} seeding writes retried after a 422 internal error"
+                    where += f"; {retried} seeding writes retried (422 internal error or 429)"
             except BaseException:
                 await admin.delete(k.NAMESPACES, namespace, propagation="Background")
                 await admin.close()

@@ -55,7 +55,7 @@ from burstflow.cron.runner import CronRunner  # noqa: E402
 from burstflow.cron.settings import CronSettings  # noqa: E402
 from cron_scale import (  # noqa: E402
     ARGO_MINIMAL, CRON_CRD, DUE, START, ShiftedClock, cpu, cron_object, install_crds, load, local_kubeconfig,
-    memory_mib, percentile, process_cpu,
+    memory_mib, percentile, process_cpu, seed_cluster,
 )
 
 
@@ -279,36 +279,11 @@ async def run_phase(args, *, shards: int, namespaces: list[str], size: int, due:
                 server.terminate()
 
 
-async def seed_cluster(admin: Kube, namespaces: list[str], size: int, due: int) -> None:
-    """Fresh namespaces on a real cluster, CronWorkflows created and their status written through the API, 50 at a
-    time; a 422 "internal error" (kube-apiserver 1.24 faulting in a CRD rule under concurrent writes, which the
-    gateway raises as Unavailable) or another transient error is retried."""
-    limit = asyncio.Semaphore(50)
-
-    async def write(call, *args, **kwargs):
-        for attempt in range(5):
-            try:
-                return await call(*args, **kwargs)
-            except (k.Unavailable, k.TooManyRequests):
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
-
-    async def one(i: int) -> None:
-        obj = cron_object(i, due, namespace_of(i, namespaces))
-        status = obj.pop("status")
-        namespace = obj["metadata"]["namespace"]
-        async with limit:
-            try:
-                created = await write(admin.create, k.CRON_WORKFLOWS, obj, namespace=namespace)
-            except k.AlreadyExists:  # a retried create whose first attempt was stored after all
-                created = await admin.get(k.CRON_WORKFLOWS, obj["metadata"]["name"], namespace=namespace)
-            await write(admin.replace, k.CRON_WORKFLOWS, {**created, "status": status}, namespace=namespace,
-                        subresource="status")
-
+async def seed_namespaces(admin: Kube, namespaces: list[str], size: int, due: int) -> None:
+    """Fresh namespaces on a real cluster, then cron_scale's seeding with CronWorkflow i in namespace_of(i)."""
     for name in namespaces:
         await admin.create(k.NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    await asyncio.gather(*(one(i) for i in range(size)))
+    await seed_cluster(admin, lambda i: namespace_of(i, namespaces), size, due)
 
 
 def cores() -> int:
@@ -378,7 +353,7 @@ async def main(args: argparse.Namespace) -> int:
                 namespaces = [f"bench-shards-{run}-{count}-{i:03d}" for i in range(args.namespaces)]
 
                 async def seed(namespaces=namespaces) -> None:
-                    await seed_cluster(admin, namespaces, size, due)
+                    await seed_namespaces(admin, namespaces, size, due)
 
                 t = time.perf_counter()
                 try:
