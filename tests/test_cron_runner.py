@@ -179,6 +179,23 @@ class Env:
     async def settle(self) -> None:
         await self.clock.settle(idle=self.idle)
 
+    async def settle_after(self, written: dict, reflector: str) -> None:
+        """Settle once every leading runner's `reflector` ("crons" or "workflows") has seen `written` (its watch
+        has reached the object's resourceVersion). A real API server delivers the watch event some milliseconds
+        after the write returns; without this wait a settle can end before the runner heard of the change."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 10.0
+        target = int(written["metadata"]["resourceVersion"])
+        while True:
+            await self.settle()
+            behind = [s for s in self.services if s.task is not None and s.runner.leading
+                      and int(getattr(s.runner, reflector).resource_version or 0) < target]
+            if not behind:
+                return
+            if loop.time() > give_up:
+                raise TimeoutError(f"{len(behind)} runner(s) did not see resourceVersion {target} within 10 s")
+            await asyncio.sleep(0.01)
+
     async def run_until(self, when: datetime) -> None:
         await self.clock.run_until(when, idle=self.idle)
 
@@ -186,7 +203,7 @@ class Env:
         body = {"apiVersion": "burstflow.io/v1alpha1", "kind": "CronWorkflow",
                 "metadata": {"name": name, "namespace": self.namespace, **metadata}, "spec": spec}
         created = await self.kube.create(CRON_WORKFLOWS, body)
-        await self.settle()
+        await self.settle_after(created, "crons")
         return created
 
     async def cron(self, name: str) -> dict:
@@ -196,7 +213,7 @@ class Env:
         cron = await self.cron(name)
         change(cron)
         updated = await self.kube.replace(CRON_WORKFLOWS, cron)
-        await self.settle()
+        await self.settle_after(updated, "crons")
         return updated
 
     async def write_status(self, name: str, change) -> dict:
@@ -216,9 +233,9 @@ class Env:
     async def finish(self, name: str, phase: str) -> None:
         """Play Argo's workflow controller: the run ends with `phase` now."""
         stamp = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        await self.kube.patch(WORKFLOWS, name, {"status": {"phase": phase, "startedAt": stamp, "finishedAt": stamp}},
-                              namespace=self.namespace)
-        await self.settle()
+        patched = await self.kube.patch(WORKFLOWS, name, {"status": {"phase": phase, "startedAt": stamp,
+                                                                    "finishedAt": stamp}}, namespace=self.namespace)
+        await self.settle_after(patched, "workflows")
 
     async def events(self, name: str) -> list[dict]:
         listing = await self.kube.list(EVENTS, namespace=self.namespace)
