@@ -49,7 +49,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from burstflow import kube as k  # noqa: E402
 from burstflow.kube import Kube  # noqa: E402
-from burstflow.logs import context as log_context  # noqa: E402
+from burstflow.logs import configure_logging, context as log_context  # noqa: E402
 from burstflow.cron import engine  # noqa: E402
 from burstflow.cron.engine import CronStatus  # noqa: E402
 from burstflow.cron.metrics import CronMetrics  # noqa: E402
@@ -363,6 +363,20 @@ async def main(args: argparse.Namespace) -> int:
                     child.terminate()
 
 
+def service_logging(recorder: logging.Handler) -> None:
+    """Log as `burstflow cron run` does (burstflow.logs.configure_logging: JSON lines, level info), to /dev/null, so
+    the burst pays what production pays for each `run created` line; `recorder` sees the service's records too
+    (they do not reach stderr), and other loggers' warnings still go to stderr."""
+    configure_logging("json", "info", stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    root = logging.getLogger()
+    to_stderr = logging.StreamHandler()
+    to_stderr.setLevel(logging.WARNING)
+    cron_log = logging.getLogger("burstflow.cron")
+    cron_log.propagate = False
+    cron_log.handlers[:] = [*root.handlers, recorder]
+    root.addHandler(to_stderr)
+
+
 async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str, admin: Kube, server_pid: int | None,
                   parent_end) -> int:
     clock = ShiftedClock(START)
@@ -380,10 +394,7 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
                 warnings.append(f"{record.levelname} {record.getMessage()} {log_context(record)}"
                                 + (f" {record.exc_info[1]!r}" if record.exc_info else ""))
 
-    cron_log = logging.getLogger("burstflow.cron")
-    cron_log.setLevel(logging.INFO)
-    cron_log.propagate = False
-    cron_log.addHandler(LagRecorder())
+    service_logging(LagRecorder())
     collector = GcClock()
     server_gc = "not measured"
     profiler = None

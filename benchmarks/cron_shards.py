@@ -55,7 +55,7 @@ from burstflow.cron.runner import CronRunner  # noqa: E402
 from burstflow.cron.settings import CronSettings  # noqa: E402
 from cron_scale import (  # noqa: E402
     ARGO_MINIMAL, CRON_CRD, DUE, START, ShiftedClock, cpu, cron_object, install_crds, load, local_kubeconfig,
-    memory_mib, percentile, process_cpu, seed_cluster,
+    memory_mib, percentile, process_cpu, seed_cluster, service_logging,
 )
 
 
@@ -134,10 +134,7 @@ def run_shard(conn, kubeconfig: str, scope: list[str], shards: int, shard: int, 
             elif record.levelno >= logging.WARNING:
                 warnings.append(f"{record.levelname} {record.getMessage()} {log_context(record)}")
 
-    cron_log = logging.getLogger("burstflow.cron")
-    cron_log.setLevel(logging.INFO)
-    cron_log.propagate = False
-    cron_log.addHandler(LagRecorder())
+    service_logging(LagRecorder())
 
     async def main() -> None:
         clock = ShiftedClock(START)
