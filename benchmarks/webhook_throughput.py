@@ -387,6 +387,8 @@ async def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cert, key, client_ssl = _tls_material(Path(tmp))
         children = {}
+        if args.profile_dir:
+            Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
         for kind in kinds:
             profile = Path(args.profile_dir) / f"{kind}.prof" if args.profile_dir else None
             children[kind] = Child(kind, cert, key, profile)
