@@ -378,7 +378,7 @@ _TOKENS: dict[str, str] = {}
 def _token(key: str) -> str:
     token = _TOKENS.get(key)
     if token is None:
-        token = key.replace("~", "~0").replace("/", "~1")
+        token = _escape(key)
         if len(_TOKENS) < 4096:
             _TOKENS[key] = token
     return token
@@ -855,7 +855,7 @@ class _Tables:
 
     SIZE = 1024
 
-    def __init__(self, policies: PolicySet | None) -> None:
+    def __init__(self, policies: PolicySet) -> None:
         self.policies = policies
         self.namespaces: dict[tuple[bool, frozenset[tuple[str, Any]]],
                               tuple[tuple[Profile, ...], bool, _Plan | None]] = {}
@@ -908,15 +908,11 @@ class _Tables:
         self.results[shape] = (draft.edits, draft.encoded, tuple(changes))
 
 
-# The tables of the policy set in use (module-wide: one set is in use at a time; a new one replaces them).
-_TABLES: list[_Tables] = [_Tables(None)]
-CANDIDATE_TABLE_SIZE = _Tables.SIZE
-
-
 def _tables(policies: PolicySet) -> _Tables:
-    tables = _TABLES[0]
-    if tables.policies is not policies:
-        tables = _TABLES[0] = _Tables(policies)
+    """The tables of `policies`, kept in the set's own memo."""
+    tables = policies.memo.get("mutate")
+    if tables is None:
+        tables = policies.memo["mutate"] = _Tables(policies)
     return tables
 
 

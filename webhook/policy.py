@@ -189,6 +189,12 @@ class PolicySet:
             grouped.setdefault(policy.namespace, []).append(policy)
         return {namespace: tuple(items) for namespace, items in grouped.items()}
 
+    @functools.cached_property
+    def memo(self) -> dict[str, Any]:
+        """Scratch space for what admission derives from this set (webhook.mutate keeps its tables here), so it
+        lives and dies with the set: a reload installs a new set, which starts empty."""
+        return {}
+
 
 def new_environment() -> cel.Environment:
     """The CEL environment every policy expression compiles in (variables object, namespaceObject, request)."""
