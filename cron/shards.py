@@ -30,18 +30,13 @@ def shard_of(namespace: str, shards: int) -> int:
     return zlib.crc32(namespace.encode("utf-8")) % shards
 
 
-def owns(namespace: str, *, shards: int, shard: int) -> bool:
-    """True when shard `shard` of `shards` owns `namespace` (always with one shard)."""
-    return shards == 1 or shard_of(namespace, shards) == shard
-
-
 def key_filter(*, shards: int, shard: int) -> Callable[[ObjectKey], bool] | None:
     """The predicate a Reflector keeps objects by (`keep((namespace, name))`), or None with one shard (keep all)."""
     if shards == 1:
         return None
 
     def keep(key: ObjectKey) -> bool:
-        return zlib.crc32(key[0].encode("utf-8")) % shards == shard
+        return shard_of(key[0], shards) == shard
 
     return keep
 
