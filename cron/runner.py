@@ -34,7 +34,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -65,7 +64,7 @@ from burstflow.cron.leader import CronLeaderElector
 from burstflow.cron.metrics import CronMetrics
 from burstflow.cron.settings import CronSettings
 from burstflow.cron.spec import ParseResult, parse_cron_workflow
-from burstflow.cron.workflow import CRON_LABEL, SCHEDULED_TIME_ANNOTATION, build_workflow
+from burstflow.cron.workflow import CRON_LABEL, SCHEDULED_TIME_ANNOTATION, build_workflow, scheduled_time_text
 
 log = logging.getLogger("burstflow.cron")
 
@@ -786,7 +785,7 @@ class CronRunner:
         self.metrics.scheduling_lag.observe(max(0.0, lag))
         self.metrics.created_in(key[0]).inc()
         log.info("run created", extra=_fields(
-            key, workflow=name, scheduled=_time_text(scheduled), catch_up=decision.catch_up, lag_seconds=lag))
+            key, workflow=name, scheduled=scheduled_time_text(scheduled), catch_up=decision.catch_up, lag_seconds=lag))
         return engine.apply_created(status, spec=spec, scheduled_time=scheduled, workflow=created)
 
     def _remember_child(self, key: Key, workflow: Mapping[str, Any]) -> None:
@@ -866,10 +865,6 @@ def _metadata_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str,
         diff.update({k: None for k in before if k not in after})
         patch[part] = diff
     return {"metadata": patch} if patch else None
-
-
-# `format_time` of the times log lines name: the runs of a burst share a handful of scheduled times.
-_time_text = lru_cache(maxsize=256)(format_time)
 
 
 def _fields(key: Key, **more: Any) -> dict[str, Any]:
