@@ -585,16 +585,22 @@ class Kube:
             return None
 
 
+def encode_json(value: Any) -> bytes:
+    """JSON bytes as the API server writes them (the wire codec of the gateway and the local endpoint). orjson
+    writes non-ASCII as UTF-8 (as kube-apiserver does) and is several times faster than the standard encoder
+    kubernetes-asyncio's REST client would use; what it refuses (integers beyond 64 bits, non-string keys) goes
+    through the standard encoder."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _encode_body(body: Any) -> bytes:
-    """A request body as JSON bytes. orjson writes non-ASCII as UTF-8 (as kube-apiserver does) and is several times
-    faster than the standard encoder kubernetes-asyncio's REST client would use; what it refuses (integers beyond 64
-    bits, non-string keys) goes through the standard encoder. Bytes are sent as given."""
+    """A request body as JSON bytes (`encode_json`); bytes are sent as given."""
     if isinstance(body, (bytes, bytearray, memoryview)):
         return bytes(body)
-    try:
-        return orjson.dumps(body)
-    except TypeError:
-        return json.dumps(body, separators=(",", ":")).encode()
+    return encode_json(body)
 
 
 @lru_cache(maxsize=64)

@@ -81,13 +81,9 @@ def _ts(clock: Clock) -> str:
     return clock.now().astimezone(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
-def _dumps(obj: Any) -> bytes:
-    # orjson writes non-ASCII as UTF-8, as kube-apiserver does; what it refuses (integers beyond 64 bits, non-string
-    # keys) goes through the standard encoder. A 1,000-pod list page encodes ~8x faster.
-    try:
-        return orjson.dumps(obj)
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":")).encode()
+# The gateway's wire codec (orjson, the standard encoder for what it refuses): a 1,000-pod list page encodes ~8x
+# faster than with the standard encoder alone.
+_dumps = kube.encode_json
 
 
 def _encode_continue(rv: int, start: str) -> str:
