@@ -138,8 +138,9 @@ class PodAdmitter:
                              extra=_context(request))
         profiles = decision.applied
         if self.placer is not None and decision.draft is not None and not decision.opted_out:
-            placement = self.placer.place(decision.draft.pod, namespace=str(request.get("namespace") or ""),
-                                          policies=policies.compiled.get(RESOURCE_POLICY, ()),
+            namespace = str(request.get("namespace") or "")
+            placement = self.placer.place(decision.draft.pod, namespace=namespace,
+                                          policies=policies.resource_policies(namespace),
                                           dry_run=bool(request.get("dryRun")))
             if inspect.isawaitable(placement):
                 placement = await placement
