@@ -16,7 +16,7 @@ from burstflow.clock import FakeClock
 from burstflow.kube import (
     CONFIGMAPS, CRDS, CRON_WORKFLOWS, EVENTS, LEASES, MUTATING_WEBHOOKS, NAMESPACES, PODS, WORKFLOWS,
     AlreadyExists, ConfigError, Conflict, Gone, Invalid, Kube, KubeError, NotFound, Reflector, TooManyRequests,
-    Unavailable, WatchEvent, error_from_status, resource_for_crd,
+    Unavailable, WatchEvent, encode_json, error_from_status, resource_for_crd,
 )
 from tests.conftest import FIXTURES, load_api
 from tests.waiting import until
@@ -746,3 +746,14 @@ async def test_real_cluster_is_reachable(kube, kube_target):
     assert kube_target.real
     names = {ns["metadata"]["name"] for ns in (await kube.list(NAMESPACES))["items"]}
     assert {"default", "kube-system"} <= names
+
+
+@pytest.mark.parametrize("value, expected", [
+    ({"name": "café", "n": 1}, '{"name":"café","n":1}'),  # UTF-8, as kube-apiserver writes it, no spaces
+    ({"big": 2 ** 64}, '{"big":18446744073709551616}'),  # beyond orjson's 64 bits: the standard encoder
+    ({1: "a"}, '{"1":"a"}'),  # a non-string key: the standard encoder, as json.dumps would
+], ids=["utf-8", "integer beyond 64 bits", "non-string key"])
+def test_the_wire_encoder_writes_what_orjson_refuses_through_the_standard_encoder(value, expected):
+    encoded = encode_json(value)
+    assert encoded.decode("utf-8") == expected
+    assert json.loads(encoded) == json.loads(json.dumps(value))
