@@ -250,6 +250,11 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
 }
 # client-go's reflector pages lists by 500: big enough for few round trips, small enough to bound one response.
 DEFAULT_PAGE_SIZE = 500
+# The smallest `limit` a selector list sends: kube-apiserver 1.24.0 (and 1.21-1.23 before kubernetes/kubernetes#110652)
+# loses matches on smaller pages, kubernetes/kubernetes#110625. When the selector filters a page's first etcd read, the
+# server reads again and grows its result slice (capped at 2048) by copying into an empty one, dropping what it held;
+# from 2,048 on, the first read already allocates the cap, so it never grows again.
+SELECTOR_MIN_PAGE_SIZE = 2048
 # A watch ends on the server's timeout; waiting this much longer on our side tells a dead connection from a quiet one.
 _WATCH_GRACE_SECONDS = 30.0
 USER_AGENT = "burstflow/0.1"
@@ -393,9 +398,10 @@ class Kube:
         page by page, so a big list never holds all its full objects at once. The next page is requested before
         this one is transformed, so the server prepares it meanwhile.
 
-        Pages of `page_size` are followed through `metadata.continue` (None asks for everything at once). When a
-        continue token expires (410, the server compacted its history mid-list) the list restarts from scratch
-        once; a second expiry raises Gone.
+        Pages of `page_size` are followed through `metadata.continue` (None asks for everything at once). With a
+        label or field selector a page is never smaller than SELECTOR_MIN_PAGE_SIZE: affected API servers drop
+        matches from smaller selector pages. When a continue token expires (410, the server compacted its history
+        mid-list) the list restarts from scratch once; a second expiry raises Gone.
         """
         for attempt in (1, 2):
             try:
@@ -412,11 +418,13 @@ class Kube:
                           field_selector: str | None, page_size: int | None,
                           transform: Callable[[JSON], Any] | None = None) -> JSON:
         path = resource.path(namespace)
+        limit = max(page_size, SELECTOR_MIN_PAGE_SIZE) if page_size and (label_selector or field_selector) \
+            else page_size
 
         async def fetch(token: str | None) -> tuple[int, bytes]:
             query = _selectors(label_selector, field_selector)
-            if page_size:
-                query.append(("limit", str(page_size)))
+            if limit:
+                query.append(("limit", str(limit)))
             if token:
                 query.append(("continue", token))
             try:

@@ -507,14 +507,13 @@ async def test_paged_list_across_namespaces_is_one_snapshot_in_etcd_key_order(ku
     # etcd orders an all-namespaces list by the key string "namespace/name", so "<ns>-b/..." comes before "<ns>/...";
     # the continue token is the last key returned. Writes landing between pages must not show up in the list.
     other = f"{namespace}-b"
-    label = f"burstflow.io/list-{namespace}"
     # Fillers between "a" and "m": pages enough (one object each) for the six writes to land while the list goes
     # on, however fast the client (with three objects a namespace, a list could finish before the writes did).
     names = ("a", *(f"f{i:02d}" for i in range(12)), "m", "z")
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
     try:
         for ns in (namespace, other):
-            await asyncio.gather(*(kube.create(CONFIGMAPS, _cm(name, ns, {label: "x"})) for name in names))
+            await asyncio.gather(*(kube.create(CONFIGMAPS, _cm(name, ns)) for name in names))
         first_page_read = asyncio.Event()
         writes_done: list[int] = []
 
@@ -522,25 +521,28 @@ async def test_paged_list_across_namespaces_is_one_snapshot_in_etcd_key_order(ku
             await first_page_read.wait()
             for ns in (namespace, other):
                 await kube.delete(CONFIGMAPS, "z", namespace=ns)
-                await kube.create(CONFIGMAPS, _cm("n", ns, {label: "x"}))
+                await kube.create(CONFIGMAPS, _cm("n", ns))
                 await kube.patch(CONFIGMAPS, "m", {"data": {"changed": "yes"}}, namespace=ns)
                 writes_done.append(len(seen))
 
         seen: list[tuple[str, str, dict]] = []
 
-        def record(obj: dict) -> tuple[str, str]:
-            seen.append((obj["metadata"]["namespace"], obj["metadata"]["name"], obj.get("data") or {}))
+        def record(obj: dict) -> tuple[str, str] | None:
             first_page_read.set()
+            if obj["metadata"]["namespace"] not in (namespace, other) or obj["metadata"]["name"] == "kube-root-ca.crt":
+                return None  # another test's, or the CA bundle a real cluster's controller-manager adds
+            seen.append((obj["metadata"]["namespace"], obj["metadata"]["name"], obj.get("data") or {}))
             return obj["metadata"]["namespace"], obj["metadata"]["name"]
 
         writer = asyncio.create_task(write_between_pages())
-        listing = await kube.list(CONFIGMAPS, label_selector=label, page_size=1, transform=record)
+        # Every config map, no selector: a selector list never pages below SELECTOR_MIN_PAGE_SIZE.
+        listing = await kube.list(CONFIGMAPS, page_size=1, transform=record)
         await writer
     finally:
         await kube.delete(NAMESPACES, other, propagation="Background")
     expected = [(ns, name) for ns in (other, namespace) for name in names]
     assert f"{other}/z" < f"{namespace}/a"
-    assert listing["items"] == expected
+    assert [item for item in listing["items"] if item is not None] == expected
     assert all(data == {} for _, _, data in seen)
     assert writes_done and writes_done[0] < len(expected), "the writes did not land between pages"
 
@@ -552,6 +554,47 @@ async def test_list_follows_every_page_on_the_sim(sim, kube, namespace):
     listing = await kube.list(CONFIGMAPS, namespace=namespace, page_size=2)
     assert len(listing["items"]) == 5
     assert sim.requests[("list", "configmaps")] - before == 3
+
+
+# kube-apiserver 1.21-1.24 patch releases before kubernetes/kubernetes#110652 (1.24.0 among them) drop the matches a
+# page already holds when a selector filtered out part of its first etcd read and a second read has to grow the result
+# slice (kubernetes/kubernetes#110625). Three per page over twenty alternating objects hits that on every page. The
+# local endpoint has no such bug, so there these pass with or without the gateway's floor; against an affected real
+# server (BURSTFLOW_E2E_KUBECONFIG) they fail unless the gateway keeps selector pages at 2,048 or more.
+_SIDES = [(f"cm-{i:02d}", "left" if i % 2 == 0 else "right") for i in range(20)]
+
+
+async def _create_sides(kube: Kube, namespace: str) -> None:
+    await asyncio.gather(*(kube.create(CONFIGMAPS, _cm(name, namespace, {"burstflow.io/side": side}))
+                           for name, side in _SIDES))
+
+
+async def test_small_pages_with_a_label_selector_return_every_match(kube, namespace):
+    await _create_sides(kube, namespace)
+    left = await kube.list(CONFIGMAPS, namespace=namespace, label_selector="burstflow.io/side=left", page_size=3)
+    assert sorted(item["metadata"]["name"] for item in left["items"]) == [n for n, side in _SIDES if side == "left"]
+
+
+async def test_small_pages_with_a_field_selector_return_every_match(kube, namespace):
+    await _create_sides(kube, namespace)
+    # Leaving out the second object filters the first read of the first page (a name selector with `=` is a single
+    # key read on the server, never paged, so it cannot show the bug).
+    rest = await kube.list(CONFIGMAPS, namespace=namespace, field_selector="metadata.name!=cm-01", page_size=3)
+    # kube-root-ca.crt, which a real cluster's controller-manager adds to every namespace, is not ours.
+    assert sorted(n for n in (item["metadata"]["name"] for item in rest["items"]) if n.startswith("cm-")) == \
+        [n for n, _ in _SIDES if n != "cm-01"]
+
+
+async def test_selector_lists_page_at_the_floor_and_plain_lists_at_their_page_size_on_the_sim(sim, kube, namespace):
+    await _create_sides(kube, namespace)
+    before = sim.requests[("list", "configmaps")]
+    left = await kube.list(CONFIGMAPS, namespace=namespace, label_selector="burstflow.io/side=left", page_size=3)
+    assert len(left["items"]) == 10
+    assert sim.requests[("list", "configmaps")] - before == 1  # one page of up to SELECTOR_MIN_PAGE_SIZE
+    before = sim.requests[("list", "configmaps")]
+    everything = await kube.list(CONFIGMAPS, namespace=namespace, page_size=3)
+    assert len(everything["items"]) == 20
+    assert sim.requests[("list", "configmaps")] - before == 7  # 3 a page, as asked
 
 
 async def test_watch_from_a_resource_version_sees_every_later_change_in_order(kube, namespace):
