@@ -39,12 +39,13 @@ MAX_CONFLICT_RETRIES = 10
 # How long a new leader waits for the node list before counting bound pods by their label alone (a cluster whose
 # RBAC lacks nodes, or a slow list): counts then move to the pools pods run in as soon as the nodes arrive.
 NODE_SYNC_TIMEOUT = 5.0
-# Pods per list page. Twice client-go's 500: a rebuild of 100,000 pods takes 100 round trips, each overlapped with
-# slimming the page before it (the gateway asks for the next page first). Not bigger: a page is parsed whole before
-# it is slimmed to PodRecords, two pages are held while the next one arrives, and 1,000 real pods (with
-# managedFields, default volumes and tolerations) parse to about 20 MiB of dicts, the reconciler's peak on top of
-# the records.
-POD_PAGE_SIZE = 1000
+# Pods per list page. Not smaller: these lists carry the pool label selector, and the gateway sends no selector
+# page below kube.SELECTOR_MIN_PAGE_SIZE (2,048; affected API servers drop pods from smaller ones). Not bigger: a
+# page is parsed whole before it is slimmed to PodRecords and is held while the next page's bytes arrive, and parsed
+# size grows with the page (1,000 real pods with managedFields, default volumes and tolerations parse to about
+# 20 MiB of dicts, so 2,048 to about 40 MiB), the reconciler's peak on top of the records. A rebuild of 100,000
+# pods takes 49 round trips, each overlapped with slimming the page before it (the gateway asks for the next first).
+POD_PAGE_SIZE = 2048
 
 
 def node_labels(node: Mapping[str, Any]) -> dict[str, str]:
