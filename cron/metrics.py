@@ -41,6 +41,13 @@ class CronMetrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+        self.prepared_decisions = Counter(
+            "burstflow_cron_prepared_decisions",
+            "Decisions prepared before their due instant, by what became of them at that instant: used (only the "
+            "create was left to do) or stale (something changed since; decided again as usual).",
+            ["result"],
+            registry=registry,
+        )
         self.cron_workflows = Gauge(
             "burstflow_cron_workflows", "CronWorkflows known to the service.", registry=registry
         )
@@ -56,6 +63,8 @@ class CronMetrics:
         self.is_leader.labels(component="cron").set(0)
         for reason in SKIP_REASONS:
             self.runs_skipped.labels(reason=reason)
+        self.prepared_used = self.prepared_decisions.labels(result="used")
+        self.prepared_stale = self.prepared_decisions.labels(result="stale")
         self._created_in: dict[str, Counter] = {}
 
     def created_in(self, namespace: str) -> Counter:

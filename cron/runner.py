@@ -11,6 +11,12 @@ Shape (Kubernetes CronJob v2 with Argo's semantics):
 - a decision that created a Workflow leaves its CronWorkflow status write to N status writers, which wait while
   decisions are queued (one of them lets a write through per N decisions), so a burst of due runs gets all its
   creates out first: the scheduling lag is create time - scheduled time;
+- a run due at T is *prepared* `prepare_seconds` before T (decision and Workflow body computed with now = T) by
+  one preparer task; at T the worker only validates it (same CronWorkflow resourceVersion, same children, same
+  term, T <= now < next wake-up) and creates, so a burst's CPU at the due instant is the creates' alone. A stale
+  one is dropped and the run decided as usual. Only plain on-time runs are prepared (no `when`/stop expressions,
+  which see `now`; nothing to terminate, adopt, skip or warn about), for which `engine.plan` gives the same plan
+  at every instant of [T, next wake-up);
 - only the Lease holder decides; standbys keep their caches warm and take over with `observed_since` set to the
   previous holder's last renewal, so ticks inside a failover are on-time runs, not deadline-bound catch-ups;
 - nothing decided is kept in memory: what was decided lives in the CronWorkflow's status (`lastDecidedTime`,
@@ -26,6 +32,7 @@ stale status never overwrites a newer one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import hashlib
 import heapq
@@ -42,6 +49,7 @@ from burstflow.cel import PYTHON as PYTHON_CEL
 from burstflow.clock import Clock
 from burstflow.kube import (
     CRON_WORKFLOWS,
+    encode_json,
     WORKFLOWS,
     AlreadyExists,
     Conflict,
@@ -169,6 +177,26 @@ class _Decided:
         return self.cron
 
 
+@dataclass
+class _Prepared:
+    """A plain on-time run decided ahead of its due instant `when` (`CronRunner._prepare`), with the Workflow to
+    create as JSON bytes. It holds while the CronWorkflow version (`uid`, `resource_version`), its children
+    (`children`, see `CronRunner._children_stamp`) and the term (`observed_since`) are those it was decided from, and
+    `when <= now < decision.next_wakeup` (the plan is the same at every instant of that interval)."""
+
+    when: datetime
+    uid: str | None
+    resource_version: str | None
+    children: tuple[tuple[str, str | None], ...]
+    observed_since: datetime | None
+    spec: Any
+    original: CronStatus
+    status: CronStatus
+    decision: Plan
+    body: bytes
+    deletions: tuple[Child, ...]
+
+
 class CronRunner:
     """Schedules every CronWorkflow the Reflectors see. `await run()` until cancelled.
 
@@ -222,6 +250,12 @@ class CronRunner:
         # Workflows whose create is in flight -> whether their ADDED event came first and was held back.
         self._creating: dict[tuple[str, str], bool] = {}
         self._wake = asyncio.Event()
+        # Preparation (see the module docstring): (prepare at, seq, key, due instant) entries, stale ones skipped
+        # like the wake-up heap's; the keys whose time to prepare has come, for the preparer task; what it prepared.
+        self._prep_heap: list[tuple[datetime, int, Key, datetime]] = []
+        self._prep_queue: collections.deque[tuple[Key, datetime]] = collections.deque()
+        self._prep_ready = asyncio.Event()
+        self._prepared: dict[Key, _Prepared] = {}
         self._leading = False
         self._observed_since: datetime | None = None
         self._term_tasks: list[asyncio.Task[None]] = []
@@ -288,6 +322,8 @@ class CronRunner:
             asyncio.get_running_loop().create_task(self._status_writer(gated=i > 0), name=f"cron-status-writer-{i}")
             for i in range(self.settings.workers)
         ]
+        if self.settings.prepare_seconds > 0:
+            self._term_tasks.append(asyncio.get_running_loop().create_task(self._preparer(), name="cron-preparer"))
         for key in list(self.crons.cache):
             self._enqueue(key)
 
@@ -303,6 +339,9 @@ class CronRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._heap.clear()
         self._wake_at.clear()
+        self._prep_heap.clear()
+        self._prep_queue.clear()
+        self._prepared.clear()
         self._queued.clear()
         self._processing.clear()
         self._dirty.clear()
@@ -321,11 +360,14 @@ class CronRunner:
             return False
         if getattr(self.elector, "in_flight", 0):
             return False
-        if self._queued or self._processing or self._dirty or self._pending_echo:
+        if self._queued or self._processing or self._dirty or self._pending_echo or self._prep_queue:
             return False
         if self._leading:
             self._drop_stale_wakeups()
-            if self._heap and self._heap[0][0] <= self.clock.now():
+            now = self.clock.now()
+            if self._heap and self._heap[0][0] <= now:
+                return False
+            if self._prep_heap and self._prep_heap[0][0] <= now:
                 return False
         return True
 
@@ -387,7 +429,7 @@ class CronRunner:
         self._enqueue(key)
 
     def _forget(self, key: Key) -> None:
-        for table in (self._fresh, self._parsed, self._reported, self._wake_at):
+        for table in (self._fresh, self._parsed, self._reported, self._wake_at, self._prepared):
             table.pop(key, None)
         self._spec_errors.discard(key)
 
@@ -453,14 +495,35 @@ class CronRunner:
         if self._wake_at.get(key) == when:
             return
         self._wake_at[key] = when
-        earliest = self._heap[0][0] if self._heap else None
+        earliest = self._timer_target()
         heapq.heappush(self._heap, (when, next(self._seq), key))
-        if earliest is None or when < earliest:
+        lead = self.settings.prepare_seconds
+        if lead > 0:
+            heapq.heappush(self._prep_heap, (when - timedelta(seconds=lead), next(self._seq), key, when))
+        target = self._timer_target()
+        if earliest is None or (target is not None and target < earliest):
             self._wake.set()
+
+    def _timer_target(self) -> datetime | None:
+        """The next instant the timer has work: the earliest wake-up or time to prepare (stale entries may make
+        it early; the timer then only drops them)."""
+        times = [heap[0][0] for heap in (self._heap, self._prep_heap) if heap]
+        return min(times) if times else None
 
     def _drop_stale_wakeups(self) -> None:
         while self._heap and self._wake_at.get(self._heap[0][2]) != self._heap[0][0]:
             heapq.heappop(self._heap)
+        while self._prep_heap and self._wake_at.get(self._prep_heap[0][2]) != self._prep_heap[0][3]:
+            heapq.heappop(self._prep_heap)
+
+    def _take_preparations(self, now: datetime) -> None:
+        """Hand the preparer every key whose time to prepare has come and whose run is still ahead."""
+        while self._prep_heap and self._prep_heap[0][0] <= now:
+            _, _, key, when = heapq.heappop(self._prep_heap)
+            if self._wake_at.get(key) == when and when > now:
+                self._prep_queue.append((key, when))
+                self._prep_ready.set()
+            self._drop_stale_wakeups()
 
     async def _timer(self) -> None:
         while True:
@@ -473,15 +536,114 @@ class CronRunner:
                     del self._wake_at[key]
                     self._enqueue(key)
                 self._drop_stale_wakeups()
+            self._take_preparations(now)
             waiters = [asyncio.ensure_future(self._wake.wait())]
-            if self._heap:
-                delay = (self._heap[0][0] - now).total_seconds()
+            target = self._timer_target()
+            if target is not None:
+                delay = (target - now).total_seconds()
                 waiters.append(asyncio.ensure_future(self.clock.sleep(delay)))
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+
+    async def _preparer(self) -> None:
+        """Prepare the keys the timer hands over, one at a time, yielding to the loop between them (a due
+        decision never waits for more than one preparation). Preparing is an optimisation: a failure is logged
+        and the run decided at its due instant as usual."""
+        while True:
+            await self._prep_ready.wait()
+            self._prep_ready.clear()
+            while self._prep_queue:
+                key, when = self._prep_queue.popleft()
+                if self.clock.now() < when and self._wake_at.get(key) == when and key not in self._processing:
+                    try:
+                        self._prepare(key, when)
+                    except Exception as error:  # noqa: BLE001 - decided at the due instant instead
+                        log.warning("preparing a run failed; deciding it when due", exc_info=error,
+                                    extra=_fields(key))
+                await asyncio.sleep(0)
+
+    def _prepare(self, key: Key, when: datetime) -> None:
+        """Decide `key` as of its due instant `when` and keep the result when it is a plain on-time run."""
+        self._prepared.pop(key, None)
+        cron = self._current(key)
+        meta = (cron or {}).get("metadata") or {}
+        created = parse_time(meta.get("creationTimestamp"))
+        if cron is None or meta.get("deletionTimestamp") or created is None or key in self._spec_errors:
+            return
+        result = self._parse(key, cron)
+        if not result.ok or result.warnings:
+            return
+        spec = result.spec
+        if spec.when is not None or spec.stop is not None:
+            return  # their expressions see `now`: decided at the due instant
+        original = CronStatus.from_object(cron)
+        if original.condition(engine.CONDITION_SPEC_ERROR) is not None:
+            return  # `apply_recovered` depends on `now`
+        children = self._children_of(key, meta.get("uid"))
+        status, counted = engine.reconcile_children(original, children)
+        if counted:
+            return  # the decision logs the finished runs it counts
+        decision = engine.plan(spec, status, now=when, created=created, observed_since=self._observed_since,
+                               children=children)
+        if (decision.run != when or decision.catch_up or decision.terminate or decision.adopt is not None
+                or decision.skip is not None or decision.stop is not None or decision.submission_error is not None
+                or decision.spec_error is not None or decision.missed or decision.warnings):
+            return
+        self._prepared[key] = _Prepared(
+            when=when, uid=meta.get("uid"), resource_version=meta.get("resourceVersion"),
+            children=self._children_stamp(key), observed_since=self._observed_since, spec=spec, original=original,
+            status=engine.apply_plan(status, decision, spec=spec), decision=decision,
+            body=encode_json(build_workflow(cron, when)), deletions=tuple(engine.history_to_delete(spec, children)))
+
+    def _children_stamp(self, key: Key) -> tuple[tuple[str, str | None], ...]:
+        """Which versions of which children a decision saw (any watch event or own write changes it)."""
+        return tuple((name, (workflow.get("metadata") or {}).get("resourceVersion"))
+                     for name, workflow in self._children.get(key, {}).items())
+
+    def _take_prepared(self, key: Key) -> tuple[_Prepared, Mapping[str, Any]] | None:
+        """The decision prepared for `key` with the CronWorkflow it was based on (the cache's packed entry, or our
+        own newer write), if one is due now and still holds; a stale one is dropped and counted."""
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            return None
+        now = self.clock.now()
+        if now < prepared.when:
+            return None  # decided early (an event): the preparation is for the due instant
+        del self._prepared[key]
+        cached = self.crons.cache.get(key)
+        current = cached
+        fresh = self._fresh.get(key)
+        if (cached is not None and fresh is not None
+                and (fresh.get("metadata") or {}).get("uid") == (cached.get("metadata") or {}).get("uid")
+                and _newer(fresh, cached) is fresh):
+            current = fresh  # as `_current` chooses
+        meta = (current or {}).get("metadata") or {}
+        next_wakeup = prepared.decision.next_wakeup
+        if (current is None or meta.get("deletionTimestamp") or meta.get("uid") != prepared.uid
+                or meta.get("resourceVersion") != prepared.resource_version
+                or (next_wakeup is not None and now >= next_wakeup)
+                or self._observed_since != prepared.observed_since or key in self._spec_errors
+                or self._children_stamp(key) != prepared.children):
+            self.metrics.prepared_stale.inc()
+            return None
+        self.metrics.prepared_used.inc()
+        return prepared, current
+
+    async def _decide_prepared(self, key: Key, prepared: _Prepared, cron: Mapping[str, Any]) -> _Decided:
+        """`_decide` for a prepared run: only the create (and what follows it) is left."""
+        self.decisions += 1
+        outcome = _Outcome()
+        status = await self._submit(key, None, prepared.spec, prepared.status, prepared.decision, outcome,
+                                    body=prepared.body)
+        if status.failed != prepared.status.failed:
+            status = self._stop_at_once(key, prepared.spec, status, outcome)
+        packed = cron.get("packed") if cron is self.crons.cache.get(key) else None
+        return _Decided(cron=None if packed is not None else cron, packed=packed, original=prepared.original,
+                        status=status, outcome=outcome, deletions=list(prepared.deletions),
+                        next_wakeup=prepared.decision.next_wakeup)
 
     async def _worker(self) -> None:
         """Take keys off the decision queue. A decision that created a Workflow hands its CronWorkflow writes to
@@ -557,11 +719,16 @@ class CronRunner:
         return cron
 
     async def _decide_first(self, key: Key) -> bool:
-        """Decide once; returns True when the CronWorkflow writes were handed to the status writers."""
-        cron = self._deciding(key)
-        if cron is None:
-            return False
-        decided = await self._decide(key, cron)
+        """Decide once (with the prepared decision when it holds); returns True when the CronWorkflow writes were
+        handed to the status writers."""
+        taken = self._take_prepared(key)
+        if taken is not None:
+            decided = await self._decide_prepared(key, *taken)
+        else:
+            cron = self._deciding(key)
+            if cron is None:
+                return False
+            decided = await self._decide(key, cron)
         if decided.outcome.created:
             self._pack(key, decided)
             self._writes.put_nowait((key, decided))
@@ -746,11 +913,14 @@ class CronRunner:
         outcome.next_wakeup = decided.next_wakeup
         return outcome
 
-    async def _submit(self, key: Key, cron, spec, status: CronStatus, decision: Plan, outcome: _Outcome) -> CronStatus:
+    async def _submit(self, key: Key, cron, spec, status: CronStatus, decision: Plan, outcome: _Outcome, *,
+                      body: bytes | None = None) -> CronStatus:
+        """Terminate (Replace), then create the Workflow for `decision.run`: built from `cron`, or decoded from
+        `body` when it was prepared (held as JSON bytes: a tenth of the memory of the dicts while it waits)."""
         scheduled = decision.run
         for ref in decision.terminate:
             await self._terminate(key, ref)
-        workflow = build_workflow(cron, scheduled)
+        workflow = orjson.loads(body) if body is not None else build_workflow(cron, scheduled)
         name = workflow["metadata"]["name"]
         self._creating[(key[0], name)] = False
         accounted = False
