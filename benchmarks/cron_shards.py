@@ -393,7 +393,7 @@ if __name__ == "__main__":
     parser.add_argument("--namespaces", type=int, default=100, help="namespaces the CronWorkflows are spread over")
     parser.add_argument("--shards", type=int, default=2, help="shard processes of the sharded phase")
     parser.add_argument("--kubeconfig", help="run against this cluster instead of the local API endpoint")
-    parser.add_argument("--workers", type=int, default=32, help="--workers of each service process")
+    parser.add_argument("--workers", type=int, default=CronSettings.workers, help="--workers of each service process")
     parser.add_argument("--lead-seconds", type=float, default=5.0,
                         help="real seconds from the last shard's start-up to the due minute")
     parser.add_argument("--burst-timeout", type=float, default=300.0, help="seconds each shard waits for its runs")

@@ -159,7 +159,7 @@ class _Decided:
     `deletions` carried out (see `CronRunner._finish`)."""
 
     cron: Mapping[str, Any] | None
-    original: CronStatus
+    original: CronStatus | None  # None: read from `cron` when unpacked (a prepared run's, see `_decide_prepared`)
     status: CronStatus
     outcome: _Outcome
     skip: engine.Skip | None = None
@@ -174,25 +174,27 @@ class _Decided:
         """`cron`, decoded from `packed` if it was packed."""
         if self.cron is None:
             self.cron, self.packed = orjson.loads(self.packed), None
+        if self.original is None:
+            self.original = CronStatus.from_object(self.cron)
         return self.cron
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prepared:
-    """A plain on-time run decided ahead of its due instant `when` (`CronRunner._prepare`), with the Workflow to
-    create as JSON bytes. It holds while the CronWorkflow version (`uid`, `resource_version`), its children
-    (`children`, see `CronRunner._children_stamp`) and the term (`observed_since`) are those it was decided from, and
-    `when <= now < decision.next_wakeup` (the plan is the same at every instant of that interval)."""
+    """A plain on-time run decided ahead of its due instant `when` (`CronRunner._prepare`): the status to record
+    it in and the Workflow to create as JSON bytes. It holds while the CronWorkflow version (`uid`,
+    `resource_version`), its children (`children`, see `CronRunner._children_stamp`) and the term
+    (`observed_since`) are those it was decided from, and `when <= now < next_wakeup` (the plan is the same at
+    every instant of that interval). Kept small: 10,000 of them wait for a busy minute."""
 
     when: datetime
+    next_wakeup: datetime | None
     uid: str | None
     resource_version: str | None
     children: tuple[tuple[str, str | None], ...]
     observed_since: datetime | None
     spec: Any
-    original: CronStatus
     status: CronStatus
-    decision: Plan
     body: bytes
     deletions: tuple[Child, ...]
 
@@ -237,7 +239,11 @@ class CronRunner:
         self._parsed: dict[Key, tuple[bytes, ParseResult, str | None]] = {}
         self._reported: dict[Key, set[str]] = {}
         self._spec_errors: set[Key] = set()
+        # Wake-ups (time, seq, key), one live entry per CronWorkflow, stale ones skipped: `_heap` holds those more
+        # than `_prepare_lead` ahead, `_soon` those within it (handed to the preparer when they entered it).
         self._heap: list[tuple[datetime, int, Key]] = []
+        self._soon: list[tuple[datetime, int, Key]] = []
+        self._prepare_lead = timedelta(seconds=settings.prepare_seconds)
         self._wake_at: dict[Key, datetime] = {}
         self._seq = itertools.count()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -250,9 +256,8 @@ class CronRunner:
         # Workflows whose create is in flight -> whether their ADDED event came first and was held back.
         self._creating: dict[tuple[str, str], bool] = {}
         self._wake = asyncio.Event()
-        # Preparation (see the module docstring): (prepare at, seq, key, due instant) entries, stale ones skipped
-        # like the wake-up heap's; the keys whose time to prepare has come, for the preparer task; what it prepared.
-        self._prep_heap: list[tuple[datetime, int, Key, datetime]] = []
+        # Preparation (see the module docstring): the keys whose time to prepare has come, for the preparer task
+        # (none with a lead of 0: it is not started); what it prepared.
         self._prep_queue: collections.deque[tuple[Key, datetime]] = collections.deque()
         self._prep_ready = asyncio.Event()
         self._prepared: dict[Key, _Prepared] = {}
@@ -338,8 +343,8 @@ class CronRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._heap.clear()
+        self._soon.clear()
         self._wake_at.clear()
-        self._prep_heap.clear()
         self._prep_queue.clear()
         self._prepared.clear()
         self._queued.clear()
@@ -364,10 +369,8 @@ class CronRunner:
             return False
         if self._leading:
             self._drop_stale_wakeups()
-            now = self.clock.now()
-            if self._heap and self._heap[0][0] <= now:
-                return False
-            if self._prep_heap and self._prep_heap[0][0] <= now:
+            target = self._timer_target()
+            if target is not None and target <= self.clock.now():
                 return False
         return True
 
@@ -376,7 +379,7 @@ class CronRunner:
         return {"synced": (self.crons.has_synced, self.workflows.has_synced), "queued": len(self._queued),
                 "processing": len(self._processing), "status_writes_waiting": self._writes.qsize(),
                 "dirty": len(self._dirty),
-                "pending_echo": list(self._pending_echo)[:3], "heap_top": self._heap[0][0] if self._heap else None,
+                "pending_echo": list(self._pending_echo)[:3], "heap_top": self._timer_target(),
                 "now": self.clock.now(), "decisions": self.decisions}
 
     def healthy(self) -> bool:
@@ -497,46 +500,49 @@ class CronRunner:
         self._wake_at[key] = when
         earliest = self._timer_target()
         heapq.heappush(self._heap, (when, next(self._seq), key))
-        lead = self.settings.prepare_seconds
-        if lead > 0:
-            heapq.heappush(self._prep_heap, (when - timedelta(seconds=lead), next(self._seq), key, when))
-        target = self._timer_target()
-        if earliest is None or (target is not None and target < earliest):
+        if earliest is None or when - self._prepare_lead < earliest:
             self._wake.set()
 
     def _timer_target(self) -> datetime | None:
-        """The next instant the timer has work: the earliest wake-up or time to prepare (stale entries may make
-        it early; the timer then only drops them)."""
-        times = [heap[0][0] for heap in (self._heap, self._prep_heap) if heap]
-        return min(times) if times else None
+        """The next instant the timer has work: the earliest wake-up's time to prepare (`_prepare_lead` before it), or
+        the earliest wake-up within the lead (stale entries may make it early; the timer then only drops them)."""
+        if self._heap and self._soon:
+            return min(self._heap[0][0] - self._prepare_lead, self._soon[0][0])
+        if self._heap:
+            return self._heap[0][0] - self._prepare_lead
+        return self._soon[0][0] if self._soon else None
 
     def _drop_stale_wakeups(self) -> None:
-        while self._heap and self._wake_at.get(self._heap[0][2]) != self._heap[0][0]:
-            heapq.heappop(self._heap)
-        while self._prep_heap and self._wake_at.get(self._prep_heap[0][2]) != self._prep_heap[0][3]:
-            heapq.heappop(self._prep_heap)
+        for heap in (self._heap, self._soon):
+            while heap and self._wake_at.get(heap[0][2]) != heap[0][0]:
+                heapq.heappop(heap)
 
-    def _take_preparations(self, now: datetime) -> None:
-        """Hand the preparer every key whose time to prepare has come and whose run is still ahead."""
-        while self._prep_heap and self._prep_heap[0][0] <= now:
-            _, _, key, when = heapq.heappop(self._prep_heap)
-            if self._wake_at.get(key) == when and when > now:
+    def _take_soon(self, now: datetime) -> None:
+        """Move the wake-ups within the preparation lead from `_heap` to `_soon`, handing the preparer those
+        still ahead (with no lead, only the due ones move)."""
+        horizon = now + self._prepare_lead
+        while self._heap and self._heap[0][0] <= horizon:
+            entry = heapq.heappop(self._heap)
+            when, _, key = entry
+            if self._wake_at.get(key) != when:
+                continue  # stale: the key was rescheduled
+            heapq.heappush(self._soon, entry)
+            if when > now:
                 self._prep_queue.append((key, when))
                 self._prep_ready.set()
-            self._drop_stale_wakeups()
 
     async def _timer(self) -> None:
         while True:
             self._wake.clear()
             now = self.clock.now()
+            self._take_soon(now)
             self._drop_stale_wakeups()
-            while self._heap and self._heap[0][0] <= now:
-                when, _, key = heapq.heappop(self._heap)
+            while self._soon and self._soon[0][0] <= now:
+                when, _, key = heapq.heappop(self._soon)
                 if self._wake_at.get(key) == when:
                     del self._wake_at[key]
                     self._enqueue(key)
                 self._drop_stale_wakeups()
-            self._take_preparations(now)
             waiters = [asyncio.ensure_future(self._wake.wait())]
             target = self._timer_target()
             if target is not None:
@@ -592,11 +598,15 @@ class CronRunner:
                 or decision.skip is not None or decision.stop is not None or decision.submission_error is not None
                 or decision.spec_error is not None or decision.missed or decision.warnings):
             return
+        cached_meta = (self.crons.cache.get(key) or {}).get("metadata") or {}
+        if cached_meta.get("resourceVersion") == meta.get("resourceVersion"):
+            meta = cached_meta  # the cache's strings, not a second copy per prepared run
         self._prepared[key] = _Prepared(
-            when=when, uid=meta.get("uid"), resource_version=meta.get("resourceVersion"),
-            children=self._children_stamp(key), observed_since=self._observed_since, spec=spec, original=original,
-            status=engine.apply_plan(status, decision, spec=spec), decision=decision,
-            body=encode_json(build_workflow(cron, when)), deletions=tuple(engine.history_to_delete(spec, children)))
+            when=when, next_wakeup=decision.next_wakeup, uid=meta.get("uid"),
+            resource_version=meta.get("resourceVersion"), children=self._children_stamp(key),
+            observed_since=self._observed_since, spec=spec, status=engine.apply_plan(status, decision, spec=spec),
+            body=encode_json(build_workflow(cron, when)),
+            deletions=tuple(engine.history_to_delete(spec, children)))
 
     def _children_stamp(self, key: Key) -> tuple[tuple[str, str | None], ...]:
         """Which versions of which children a decision saw (any watch event or own write changes it)."""
@@ -621,7 +631,7 @@ class CronRunner:
                 and _newer(fresh, cached) is fresh):
             current = fresh  # as `_current` chooses
         meta = (current or {}).get("metadata") or {}
-        next_wakeup = prepared.decision.next_wakeup
+        next_wakeup = prepared.next_wakeup
         if (current is None or meta.get("deletionTimestamp") or meta.get("uid") != prepared.uid
                 or meta.get("resourceVersion") != prepared.resource_version
                 or (next_wakeup is not None and now >= next_wakeup)
@@ -636,14 +646,13 @@ class CronRunner:
         """`_decide` for a prepared run: only the create (and what follows it) is left."""
         self.decisions += 1
         outcome = _Outcome()
-        status = await self._submit(key, None, prepared.spec, prepared.status, prepared.decision, outcome,
-                                    body=prepared.body)
+        decision = Plan(run=prepared.when, next_wakeup=prepared.next_wakeup)  # all `_submit` reads of the plan
+        status = await self._submit(key, None, prepared.spec, prepared.status, decision, outcome, body=prepared.body)
         if status.failed != prepared.status.failed:
             status = self._stop_at_once(key, prepared.spec, status, outcome)
         packed = cron.get("packed") if cron is self.crons.cache.get(key) else None
-        return _Decided(cron=None if packed is not None else cron, packed=packed, original=prepared.original,
-                        status=status, outcome=outcome, deletions=list(prepared.deletions),
-                        next_wakeup=prepared.decision.next_wakeup)
+        return _Decided(cron=None if packed is not None else cron, packed=packed, original=None, status=status,
+                        outcome=outcome, deletions=list(prepared.deletions), next_wakeup=prepared.next_wakeup)
 
     async def _worker(self) -> None:
         """Take keys off the decision queue. A decision that created a Workflow hands its CronWorkflow writes to

@@ -37,9 +37,10 @@ class CronSettings(LeaseSettings, LogSettings):
     lease_name: str = setting("burstflow-cron", reason=(
         "one Lease per installation of the cron service; with --shards N, shard I elects on LEASE_NAME-shard-I-of-N"),
         help="name of the Lease (with --shards N: LEASE_NAME-shard-I-of-N)")
-    workers: int = setting(32, reason=(
-        "decisions run concurrently across CronWorkflows (never two for one CronWorkflow): enough to create 1,000 "
-        "Workflows due in the same minute within a second against a responsive API server"),
+    workers: int = setting(64, reason=(
+        "decisions run concurrently across CronWorkflows (never two for one CronWorkflow): enough to keep one core "
+        "busy creating while the API server answers (10,000 runs due at once: 32 left the process idle a tenth "
+        "of the time, 64 does not)"),
         help="CronWorkflows decided concurrently")
     conflict_retries: int = setting(5, reason=(
         "a status write that keeps answering 409 is re-read and re-decided at most this many times in one "
