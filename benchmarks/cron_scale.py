@@ -15,7 +15,7 @@ Argo's minimal Workflow CRD (no schema) is used: validating 10,000 Workflows aga
 measure the API server. The service runs in this process on a shifted clock (real time, origin moved): it starts at
 a virtual 11:50; once it has decided every CronWorkflow the clock jumps to `--lead-seconds` before 12:00 (nothing
 fires in between) and the timer is woken, so start-up may take as long as it takes without pushing the due minute.
-The service prepares the due runs `--prepare-seconds` before 12:00 (its setting; 0 turns it off): the time and CPU
+The service prepares the due runs `--prepare-ahead` before 12:00 (its setting; 0 turns it off): the time and CPU
 that takes are printed, and the CPU between ticks is measured once it is done.
 
     .venv/bin/python benchmarks/cron_scale.py                      # 100,000 CronWorkflows, 10,000 due
@@ -407,7 +407,7 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
     task = None
     try:
         settings = CronSettings(namespace=namespace, leader_election=False, workers=args.workers,
-                                prepare_seconds=args.prepare_seconds)
+                                prepare_ahead_seconds=args.prepare_ahead_seconds)
         metrics = CronMetrics(CollectorRegistry())
         rss0 = memory_mib()
         runner = CronRunner(kube=kube, clock=clock, settings=settings, metrics=metrics)
@@ -431,9 +431,9 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
         # Nothing fires between now and 12:00: move the clock to just before it and wake the timer.
         clock.jump_to(DUE - timedelta(seconds=args.lead_seconds))
         runner._wake.set()  # noqa: SLF001 - the timer recomputes its sleep from the new time
-        # Preparation starts `prepare_seconds` before 12:00 (at once when the lead is shorter) and ends when the
+        # Preparation starts `--prepare-ahead` seconds before 12:00 (at once when the lead is shorter) and ends when the
         # runner is idle again; the CPU between ticks is measured after it, up to a second before 12:00.
-        prepare_at = DUE - timedelta(seconds=args.prepare_seconds)
+        prepare_at = DUE - timedelta(seconds=args.prepare_ahead_seconds)
         await asyncio.sleep(max(0.0, (prepare_at - clock.now()).total_seconds()) + 0.05)
         cpu_p, wall_p = cpu(), time.perf_counter()
         while not runner.idle() and clock.now() < DUE:
@@ -545,7 +545,7 @@ async def measure(args, *, size: int, due: int, namespace: str, kubeconfig: str,
     print(f"cyclic GC, due instant to last create: service {collector.summary()}; {server} (while serving) "
           f"{server_gc}")
     used, stale = (metrics.value("burstflow_cron_prepared_decisions_total", {"result": r}) for r in ("used", "stale"))
-    print(f"prepared before 12:00 (--prepare-seconds {args.prepare_seconds:g}): {prepared:,} runs in "
+    print(f"prepared before 12:00 (--prepare-ahead {args.prepare_ahead_seconds:g}): {prepared:,} runs in "
           f"{prepare_wall:.2f}s wall, {prepare_cpu:.2f}s CPU; at 12:00 {used:,.0f} used, {stale:,.0f} stale")
     print(f"CPU between ticks: {idle_cpu * 1000:.0f} ms over {idle_window:.1f}s "
           f"({100 * idle_cpu / idle_window:.2f}% of one core)")
@@ -574,8 +574,9 @@ if __name__ == "__main__":
                              "service's)")
     parser.add_argument("--lead-seconds", type=float, default=15.0,
                         help="real seconds from the clock jump (after start-up) to the due minute")
-    parser.add_argument("--prepare-seconds", type=float, default=CronSettings.prepare_seconds,
-                        help="the service's --prepare-seconds (0: decide every run at the due instant)")
+    parser.add_argument("--prepare-ahead", dest="prepare_ahead_seconds", type=float, metavar="SECONDS",
+                        default=CronSettings.prepare_ahead_seconds,
+                        help="the service's --prepare-ahead (0: decide every run at the due instant)")
     parser.add_argument("--burst-timeout", type=float, default=300.0, help="seconds to wait for every run")
     parser.add_argument("--profile", choices=["startup", "burst"],
                         help="print where the service's CPU goes during start-up or the burst")

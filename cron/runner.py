@@ -11,7 +11,7 @@ Shape (Kubernetes CronJob v2 with Argo's semantics):
 - a decision that created a Workflow leaves its CronWorkflow status write to N status writers, which wait while
   decisions are queued (one of them lets a write through per N decisions), so a burst of due runs gets all its
   creates out first: the scheduling lag is create time - scheduled time;
-- a run due at T is *prepared* `prepare_seconds` before T (decision and Workflow body computed with now = T) by
+- a run due at T is *prepared* `prepare_ahead_seconds` before T (decision and Workflow body computed with now = T) by
   one preparer task; at T the worker only validates it (same CronWorkflow resourceVersion, same children, same
   term, T <= now < next wake-up) and creates, so a burst's CPU at the due instant is the creates' alone. A stale
   one is dropped and the run decided as usual. Only plain on-time runs are prepared (no `when`/stop expressions,
@@ -243,7 +243,7 @@ class CronRunner:
         # than `_prepare_lead` ahead, `_soon` those within it (handed to the preparer when they entered it).
         self._heap: list[tuple[datetime, int, Key]] = []
         self._soon: list[tuple[datetime, int, Key]] = []
-        self._prepare_lead = timedelta(seconds=settings.prepare_seconds)
+        self._prepare_lead = timedelta(seconds=settings.prepare_ahead_seconds)
         self._wake_at: dict[Key, datetime] = {}
         self._seq = itertools.count()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -327,7 +327,7 @@ class CronRunner:
             asyncio.get_running_loop().create_task(self._status_writer(gated=i > 0), name=f"cron-status-writer-{i}")
             for i in range(self.settings.workers)
         ]
-        if self.settings.prepare_seconds > 0:
+        if self.settings.prepare_ahead_seconds > 0:
             self._term_tasks.append(asyncio.get_running_loop().create_task(self._preparer(), name="cron-preparer"))
         for key in list(self.crons.cache):
             self._enqueue(key)

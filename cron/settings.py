@@ -52,7 +52,7 @@ class CronSettings(LeaseSettings, LogSettings):
         help="number of shards the namespaces are split over", metavar="N")
     shard: int = setting(0, reason="this process's shard, 0..N-1; run one Deployment per shard",
                          help="which shard this process is (0..N-1)", metavar="I")
-    prepare_seconds: float = setting(10.0, reason=(
+    prepare_ahead_seconds: float = setting(10.0, reason=(
         "a due run's decision and Workflow body are computed this long before its scheduled time, so at the due "
         "instant only the create is left (10,000 runs due in one minute go out about a third sooner); a prepared "
         "decision is used only if nothing it was based on changed, else the run is decided at the due instant as "
@@ -80,8 +80,9 @@ class CronSettings(LeaseSettings, LogSettings):
         if self.shards > 1 and self.namespace:
             raise SettingsError(f"{self.source('shards')}: shards split namespaces, but "
                                 f"{self.source('namespace')} watches only {self.namespace!r}; set one or the other")
-        if self.prepare_seconds < 0:
-            raise SettingsError(f"{self.source('prepare_seconds')}: must be >= 0, not {self.prepare_seconds}")
+        if self.prepare_ahead_seconds < 0:
+            raise SettingsError(f"{self.source('prepare_ahead_seconds')}: must be >= 0, not "
+                                f"{self.prepare_ahead_seconds}")
         if self.error_backoff_seconds < 0:
             raise SettingsError(f"{self.source('error_backoff_seconds')}: must be >= 0, not "
                                 f"{self.error_backoff_seconds}")

@@ -1,5 +1,5 @@
-"""Prepared decisions: a run due at T is decided `prepare_seconds` before T and only created at T, and the result is
-the one deciding at T gives; anything that changes in between makes the preparation stale, never wrong.
+"""Prepared decisions: a run due at T is decided `--prepare-ahead` seconds before T and only created at T, and the
+result is the one deciding at T gives; anything that changes in between makes the preparation stale, never wrong.
 
 Against the local endpoint, or a real cluster with BURSTFLOW_E2E_KUBECONFIG (the `env` fixture of
 tests/test_cron_runner.py), on a FakeClock.
@@ -26,8 +26,8 @@ def count(svc, sample) -> float:
     return svc.count(name, **labels)
 
 
-@pytest.mark.parametrize("prepare_seconds", [0.0, 10.0])
-async def test_prepared_and_unprepared_services_create_and_record_the_same_runs(env, prepare_seconds):
+@pytest.mark.parametrize("prepare_ahead_seconds", [0.0, 10.0])
+async def test_prepared_and_unprepared_services_create_and_record_the_same_runs(env, prepare_ahead_seconds):
     """Three ticks of two CronWorkflows (several schedules, a history limit, a finished run in between): the
     same Workflows and statuses with preparation on as with it off, and with it on every on-time run was
     created from its preparation."""
@@ -37,7 +37,7 @@ async def test_prepared_and_unprepared_services_create_and_record_the_same_runs(
                                     "workflowMetadata": {"labels": {"team": "render"}},
                                     "successfulJobsHistoryLimit": 1})
     await env.create_cron("tenly", every(10, concurrencyPolicy="Allow"))
-    svc = await env.service(prepare_seconds=prepare_seconds)
+    svc = await env.service(prepare_ahead_seconds=prepare_ahead_seconds)
     await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
     await env.finish(wf_name("twice", t0 + minutes(10)), "Succeeded")
     await env.run_until(t0 + minutes(30) + timedelta(seconds=1))
@@ -53,7 +53,7 @@ async def test_prepared_and_unprepared_services_create_and_record_the_same_runs(
     assert twice["succeeded"] == 1
     created = svc.count("burstflow_cron_runs_created_total", namespace=env.namespace)
     assert created == 7
-    if prepare_seconds:
+    if prepare_ahead_seconds:
         assert count(svc, USED) == created
         assert count(svc, STALE) == 0
     else:
@@ -66,7 +66,7 @@ async def test_a_spec_change_after_preparation_is_what_runs(env):
     t0 = env.clock.now()
     env.clock.set(t0 + minutes(5))
     await env.create_cron("edited", every(10))
-    svc = await env.service(prepare_seconds=10.0)
+    svc = await env.service(prepare_ahead_seconds=10.0)
     await env.run_until(t0 + minutes(10) - timedelta(seconds=5))
 
     def new_image(cron: dict) -> None:
@@ -88,7 +88,7 @@ async def test_a_change_to_a_run_after_preparation_makes_it_stale_and_the_run_is
     t0 = env.clock.now()
     env.clock.set(t0 + minutes(5))
     await env.create_cron("busy", every(10))
-    svc = await env.service(prepare_seconds=10.0)
+    svc = await env.service(prepare_ahead_seconds=10.0)
     await env.run_until(t0 + minutes(10) + timedelta(seconds=1))
     first = wf_name("busy", t0 + minutes(10))
     assert (count(svc, USED), count(svc, STALE)) == (1, 0)
@@ -113,7 +113,7 @@ async def test_runs_with_when_expressions_are_decided_at_the_due_instant(env):
     t0 = env.clock.now()
     env.clock.set(t0 + minutes(5))
     await env.create_cron("gated", every(10, when="true"))
-    svc = await env.service(prepare_seconds=10.0)
+    svc = await env.service(prepare_ahead_seconds=10.0)
     await env.run_until(t0 + minutes(20) + timedelta(seconds=1))
     assert await env.names("gated") == [wf_name("gated", t0 + minutes(t)) for t in (10, 20)]
     assert (count(svc, USED), count(svc, STALE)) == (0, 0)
