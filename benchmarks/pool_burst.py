@@ -396,6 +396,15 @@ async def main(args: argparse.Namespace) -> int:
             except k.AlreadyExists:
                 pass
 
+            async def served() -> bool:  # a new CRD's resource answers 404 until the server has installed it
+                try:
+                    await admin.list(k.RESOURCEPOLICIES, namespace=namespace)
+                except k.NotFound:
+                    return False
+                return True
+
+            await wait_for(served, 60, "the ResourcePolicy CRD to be served")
+
             async def seed(start: int, stop: int) -> float:
                 return await seed_cluster(admin, namespace, start, stop)
             where = f"the cluster in {kubeconfig}, namespace {namespace}"
