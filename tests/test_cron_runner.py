@@ -106,6 +106,22 @@ async def _apply_crd(kube: Kube, crd: dict) -> None:
         await kube.replace(CRDS, crd)
 
 
+async def _until_served(kube: Kube, namespace: str, resources) -> None:
+    """Wait until a just-created CRD's resources are served: a fresh real cluster answers 404 for a few hundred
+    milliseconds after the create (the first test of a run on a new cluster otherwise sees its creates fail)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 30.0
+    for resource in resources:
+        while True:
+            try:
+                await kube.list(resource, namespace=namespace)
+                break
+            except NotFound:
+                if loop.time() > give_up:
+                    raise
+                await asyncio.sleep(0.05)
+
+
 def start_time() -> datetime:
     """Simulated time starts at the next full hour after the real now plus one hour: after every creation
     timestamp a real API server writes, and at a readable minute (:00)."""
@@ -257,6 +273,7 @@ async def env(kube, kubeconfig, namespace, _local_sim):
     for path in (SHARED_CRDS / "workflows.yaml", CRON_CRD):
         for crd in _crds(path):
             await _apply_crd(kube, crd)
+    await _until_served(kube, namespace, (WORKFLOWS, CRON_WORKFLOWS))
     clock = FakeClock(start_time())
     environment = Env(kube, kubeconfig, clock, namespace, _local_sim)
     try:
