@@ -80,7 +80,34 @@ COMPONENT = "burstflow-cron"
 # List page size of both watches: 100,000 CronWorkflows are 20 round trips, not 200, and one page of full objects
 # (the most the service holds undecoded at once) stays around 20 MiB.
 LIST_PAGE_SIZE = 5_000
+# Allocations between young-generation collections while `run` runs (CPython's default is 700). A burst of 10,000 runs
+# allocates millions of short-lived objects, nearly all freed by reference counting: at 700 the collector ran about
+# 270 times in one (0.3-0.4 s of a 4-6 s burst), at 20,000 about 10 times (0.06-0.09 s), peak memory unchanged.
+GC_YOUNG_THRESHOLD = 20_000
 Key = tuple[str, str]  # (namespace, CronWorkflow name)
+
+
+class _YoungGcThreshold:
+    """Raises the collector's young-generation threshold to `GC_YOUNG_THRESHOLD` while at least one runner runs in
+    the process (the setting is the process's), and puts back what was there when the last one stops."""
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.saved: tuple[int, ...] | None = None
+
+    def enter(self) -> None:
+        if self.users == 0:
+            self.saved = gc.get_threshold()
+            gc.set_threshold(max(GC_YOUNG_THRESHOLD, self.saved[0]), *self.saved[1:])
+        self.users += 1
+
+    def exit(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.saved is not None:
+            gc.set_threshold(*self.saved)
+
+
+_young_gc_threshold = _YoungGcThreshold()
 
 
 def _rv_int(obj: Mapping[str, Any] | None) -> int | None:
@@ -275,6 +302,7 @@ class CronRunner:
         """Watch, then (as leader) schedule until cancelled. Reflectors stop when this returns."""
         self.crons.start()
         self.workflows.start()
+        _young_gc_threshold.enter()
         try:
             await asyncio.gather(self.crons.wait_synced(), self.workflows.wait_synced())
             self._freeze_long_lived()
@@ -289,6 +317,7 @@ class CronRunner:
             await self.workflows.stop()
             if self._froze:
                 gc.unfreeze()
+            _young_gc_threshold.exit()
 
     def _freeze_long_lived(self) -> None:
         """Move every object alive now out of the cyclic garbage collector's sight (`gc.freeze`): the caches and

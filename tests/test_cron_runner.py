@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +22,7 @@ from burstflow.kube import (
 from burstflow.cron.app import serve
 from burstflow.cron.leader import CronLeaderElector
 from burstflow.cron.metrics import CronMetrics
-from burstflow.cron.runner import CronRunner
+from burstflow.cron.runner import GC_YOUNG_THRESHOLD, CronRunner
 from burstflow.cron.settings import CronSettings
 from burstflow.cron.workflow import CRON_LABEL
 from burstflow.logs import context
@@ -914,3 +915,15 @@ async def test_service_serves_metrics_and_healthz_and_takes_the_lease(env, caplo
     assert await asyncio.wait_for(task, 10) == 0
     released = await env.kube.get(LEASES, "burstflow-cron", namespace=env.namespace)
     assert released["spec"]["holderIdentity"] == ""
+
+
+async def test_the_young_gc_threshold_is_raised_while_runners_run_and_restored_after_the_last(env):
+    """The collector's setting is the process's: raised while any runner runs, put back when the last one stops."""
+    before = gc.get_threshold()
+    a = await env.service(identity="replica-a")
+    b = await env.service(identity="replica-b")
+    assert gc.get_threshold() == (max(GC_YOUNG_THRESHOLD, before[0]), *before[1:])
+    await a.stop()
+    assert gc.get_threshold()[0] == max(GC_YOUNG_THRESHOLD, before[0])
+    await b.stop()
+    assert gc.get_threshold() == before
