@@ -53,6 +53,7 @@ from burstflow.cron import shards as sharding  # noqa: E402
 from burstflow.cron.metrics import CronMetrics  # noqa: E402
 from burstflow.cron.runner import CronRunner  # noqa: E402
 from burstflow.cron.settings import CronSettings  # noqa: E402
+from tests.kubefixtures import ScopedKube  # noqa: E402  (also the cron shard tests' gateway)
 from cron_scale import (  # noqa: E402
     ARGO_MINIMAL, CRON_CRD, DUE, START, ShiftedClock, cpu, cron_object, install_crds, load, local_kubeconfig,
     memory_mib, percentile, process_cpu, seed_cluster, service_logging,
@@ -89,34 +90,6 @@ def serve_sim(conn, namespaces: list[str], crons: int, due: int) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(serve())
-
-
-class ScopedKube(Kube):
-    """The service's gateway seeing only the benchmark's namespaces when it lists and watches cluster-wide, as if
-    the cluster held nothing else (on a shared cluster, other tenants' CronWorkflows are not scheduled)."""
-
-    scope: frozenset[str] = frozenset()
-
-    async def list(self, resource, *, namespace=None, transform=None, **kwargs):
-        if namespace is not None or not self.scope:
-            return await super().list(resource, namespace=namespace, transform=transform, **kwargs)
-        scope = self.scope
-
-        def inside(obj):
-            if ((obj.get("metadata") or {}).get("namespace")) not in scope:
-                return None
-            return transform(obj) if transform else obj
-
-        listing = await super().list(resource, namespace=namespace, transform=inside, **kwargs)
-        listing["items"] = [item for item in listing["items"] if item is not None]
-        return listing
-
-    async def watch(self, resource, *, namespace=None, **kwargs):
-        async for event in super().watch(resource, namespace=namespace, **kwargs):
-            if (namespace is None and self.scope and event.type != "BOOKMARK"
-                    and (event.object.get("metadata") or {}).get("namespace") not in self.scope):
-                continue
-            yield event
 
 
 def run_shard(conn, kubeconfig: str, scope: list[str], shards: int, shard: int, expected: int, workers: int,

@@ -245,3 +245,32 @@ async def argo_crds(install_crds) -> list[Resource]:
 async def argo_crds_minimal(install_crds) -> list[Resource]:
     """Argo's four CRDs as clusters usually install them (no schema)."""
     return await install_crds(*sorted((ARGO_CRDS / "minimal").glob("*.yaml")))
+
+
+class ScopedKube(Kube):
+    """A gateway that sees, when it lists or watches every namespace, only the namespaces in `scope` (all when it is
+    empty): as if the cluster held nothing else. On a shared real cluster, a test's or benchmark's cluster-wide
+    cron service must not schedule other tenants' CronWorkflows."""
+
+    scope: frozenset[str] = frozenset()
+
+    async def list(self, resource, *, namespace=None, transform=None, **kwargs):
+        if namespace is not None or not self.scope:
+            return await super().list(resource, namespace=namespace, transform=transform, **kwargs)
+        scope = self.scope
+
+        def inside(obj):
+            if ((obj.get("metadata") or {}).get("namespace")) not in scope:
+                return None
+            return transform(obj) if transform else obj
+
+        listing = await super().list(resource, namespace=namespace, transform=inside, **kwargs)
+        listing["items"] = [item for item in listing["items"] if item is not None]
+        return listing
+
+    async def watch(self, resource, *, namespace=None, **kwargs):
+        async for event in super().watch(resource, namespace=namespace, **kwargs):
+            if (namespace is None and self.scope and event.type != "BOOKMARK"
+                    and (event.object.get("metadata") or {}).get("namespace") not in self.scope):
+                continue
+            yield event

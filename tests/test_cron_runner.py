@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from burstflow.clock import FakeClock
 from burstflow.kube import (
-    CRDS, CRON_WORKFLOWS, EVENTS, LEASES, WORKFLOWS, AlreadyExists, Invalid, Kube, NotFound, Unavailable,
+    CRON_WORKFLOWS, EVENTS, LEASES, WORKFLOWS, Invalid, Kube, NotFound, Unavailable,
     error_from_status,
 )
 from burstflow.cron.app import serve
@@ -26,11 +26,12 @@ from burstflow.cron.runner import GC_YOUNG_THRESHOLD, CronRunner
 from burstflow.cron.settings import CronSettings
 from burstflow.cron.workflow import CRON_LABEL
 from burstflow.logs import context
+from tests.kubefixtures import ARGO_CRDS, apply_crds, load_crds
 
 pytestmark = pytest.mark.kube
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_CRDS = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "argo-crds" / "full"
+SHARED_CRDS = ARGO_CRDS / "full"
 CRON_CRD = ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml"
 SEED_FILE = ROOT / "policies" / "cronworkflow-seed.yaml"
 
@@ -61,24 +62,13 @@ WORKFLOW_SPEC = {
     "templates": [{"name": "main", "container": {"image": "alpine:3.20", "command": ["true"]}}],
 }
 
-_CRD_CACHE: dict[Path, list[dict]] = {}
-
-
-def _crds(path: Path) -> list[dict]:
-    """CRD documents of a file, parsed once per session (the full Argo CRDs are ~3 MB of YAML each)."""
-    if path not in _CRD_CACHE:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        _CRD_CACHE[path] = [doc for doc in yaml.load_all(path.read_text(), Loader=loader) if doc]
-    return copy.deepcopy(_CRD_CACHE[path])
-
-
 _SCHEMA_CACHE: dict[str, jsonschema.protocols.Validator] = {}
 
 
 def workflow_validator():
     """jsonschema validator for Argo's full Workflow schema (the test's own check, besides the sim's)."""
     if "wf" not in _SCHEMA_CACHE:
-        crd = _crds(SHARED_CRDS / "workflows.yaml")[0]
+        crd = load_crds(SHARED_CRDS / "workflows.yaml")[0]
         schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         _SCHEMA_CACHE["wf"] = jsonschema.Draft7Validator(_structural(schema))
     return _SCHEMA_CACHE["wf"]
@@ -96,31 +86,6 @@ def _structural(schema):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     return out
-
-
-async def _apply_crd(kube: Kube, crd: dict) -> None:
-    try:
-        await kube.create(CRDS, crd)
-    except AlreadyExists:
-        current = await kube.get(CRDS, crd["metadata"]["name"])
-        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        await kube.replace(CRDS, crd)
-
-
-async def _until_served(kube: Kube, namespace: str, resources) -> None:
-    """Wait until a just-created CRD's resources are served: a fresh real cluster answers 404 for a few hundred
-    milliseconds after the create (the first test of a run on a new cluster otherwise sees its creates fail)."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + 30.0
-    for resource in resources:
-        while True:
-            try:
-                await kube.list(resource, namespace=namespace)
-                break
-            except NotFound:
-                if loop.time() > give_up:
-                    raise
-                await asyncio.sleep(0.05)
 
 
 def start_time() -> datetime:
@@ -271,10 +236,7 @@ def rfc3339(when: datetime) -> str:
 async def env(kube, kubeconfig, namespace, _local_sim):
     if not CRON_CRD.is_file():
         pytest.fail(f"{CRON_CRD} is missing (the CronWorkflow CRD)")
-    for path in (SHARED_CRDS / "workflows.yaml", CRON_CRD):
-        for crd in _crds(path):
-            await _apply_crd(kube, crd)
-    await _until_served(kube, namespace, (WORKFLOWS, CRON_WORKFLOWS))
+    await apply_crds(kube, SHARED_CRDS / "workflows.yaml", CRON_CRD)  # and waits until they are served
     clock = FakeClock(start_time())
     environment = Env(kube, kubeconfig, clock, namespace, _local_sim)
     try:

@@ -21,7 +21,8 @@ from burstflow.cron.metrics import CronMetrics
 from burstflow.cron.runner import CronRunner
 from burstflow.cron.settings import CronSettings, SettingsError
 from burstflow.cron.workflow import CRON_LABEL
-from tests.test_cron_runner import CRON_CRD, LEASE, SHARED_CRDS, WORKFLOW_SPEC, _apply_crd, _crds, start_time, wf_name
+from tests.kubefixtures import ScopedKube, apply_crds
+from tests.test_cron_runner import CRON_CRD, LEASE, SHARED_CRDS, WORKFLOW_SPEC, start_time, wf_name
 
 # --- which shard owns a namespace -----------------------------------------------------------------------------------
 
@@ -136,32 +137,6 @@ def test_the_elector_campaigns_for_its_shards_lease():
 # --- shard runners against an API endpoint ----------------------------------------------------------------------------
 
 
-class ScopedKube(Kube):
-    """A gateway that sees, when it lists or watches every namespace, only this test's namespaces: as if the
-    cluster held nothing else (on a shared real cluster, other tests' CronWorkflows must not be scheduled here)."""
-
-    scope: frozenset[str] = frozenset()
-
-    async def list(self, resource, *, namespace=None, transform=None, **kwargs):
-        scope = self.scope
-
-        def inside(obj):
-            if namespace is None and (obj.get("metadata") or {}).get("namespace") not in scope:
-                return None
-            return transform(obj) if transform else obj
-
-        listing = await super().list(resource, namespace=namespace, transform=inside, **kwargs)
-        listing["items"] = [item for item in listing["items"] if item is not None]
-        return listing
-
-    async def watch(self, resource, *, namespace=None, **kwargs):
-        async for event in super().watch(resource, namespace=namespace, **kwargs):
-            if (namespace is None and event.type != "BOOKMARK"
-                    and (event.object.get("metadata") or {}).get("namespace") not in self.scope):
-                continue
-            yield event
-
-
 def names_by_shard(count: int, per_shard: int) -> list[list[str]]:
     """Fresh namespace names, `per_shard` of them owned by each of `count` shards."""
     found: list[list[str]] = [[] for _ in range(count)]
@@ -248,9 +223,7 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(kube, kubeconfig, request):
-    for path in (SHARED_CRDS / "workflows.yaml", CRON_CRD):
-        for crd in _crds(path):
-            await _apply_crd(kube, crd)
+    await apply_crds(kube, SHARED_CRDS / "workflows.yaml", CRON_CRD)
     by_shard = names_by_shard(2, 2)
     namespaces = [name for names in by_shard for name in names]
     for name in namespaces:
