@@ -57,6 +57,7 @@ from burstflow.cron.engine import CronStatus  # noqa: E402
 from burstflow.cron.metrics import CronMetrics  # noqa: E402
 from burstflow.cron.runner import LIST_PAGE_SIZE, CronRunner  # noqa: E402
 from burstflow.cron.settings import CronSettings  # noqa: E402
+from tests.kubefixtures import create_missing_crds, load_crds  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CRON_CRD = ROOT / "manifests" / "base" / "crds" / "cronworkflows.burstflow.io.yaml"
@@ -152,11 +153,6 @@ def schedules_for(i: int, due: int) -> list[str]:
     return [f"{minute} {hour} * * *", f"{(minute + 30) % 60} {hour} * * 0"]
 
 
-def load(path: Path) -> list[dict]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return [doc for doc in yaml.load_all(path.read_text(), Loader=loader) if doc]
-
-
 @lru_cache(maxsize=None)
 def schedule_key(schedules: tuple[str, ...]) -> str:
     from burstflow.cron.spec import parse_cron_workflow
@@ -186,7 +182,7 @@ def serve_sim(conn, namespace: str, crons: int, due: int) -> None:
     async def serve() -> None:
         # The history must outlast the burst's writes (10% creates + status writes) for the watches' sake.
         sim = ApiSim(history=max(1000, crons // 2))
-        for crd in load(CRON_CRD) + load(ARGO_MINIMAL):
+        for crd in load_crds(CRON_CRD, ARGO_MINIMAL):
             sim.put_object("customresourcedefinitions", crd)
         sim.put_object("namespaces", {"metadata": {"name": namespace}})
         for i in range(crons):
@@ -250,21 +246,8 @@ async def seed_cluster(kube: Kube, namespace: str | Callable[[int], str], crons:
 
 
 async def install_crds(kube: Kube) -> list[str]:
-    installed = []
-    for crd in load(CRON_CRD) + load(ARGO_MINIMAL):
-        try:
-            await kube.create(k.CRDS, crd)
-            installed.append(crd["metadata"]["name"])
-        except k.AlreadyExists:
-            pass
-    for name in installed:  # wait until Established
-        for _ in range(100):
-            got = await kube.get(k.CRDS, name)
-            if any(c.get("type") == "Established" and c.get("status") == "True"
-                   for c in (got.get("status") or {}).get("conditions") or []):
-                break
-            await asyncio.sleep(0.1)
-    return installed
+    """Create the CronWorkflow and minimal Argo Workflow CRDs if missing and wait until served; the names created."""
+    return await create_missing_crds(kube, CRON_CRD, ARGO_MINIMAL)
 
 
 def local_kubeconfig(directory: str, port: int) -> str:

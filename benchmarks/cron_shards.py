@@ -55,7 +55,7 @@ from burstflow.cron.runner import CronRunner  # noqa: E402
 from burstflow.cron.settings import CronSettings  # noqa: E402
 from tests.kubefixtures import ScopedKube  # noqa: E402  (also the cron shard tests' gateway)
 from cron_scale import (  # noqa: E402
-    ARGO_MINIMAL, CRON_CRD, DUE, START, ShiftedClock, cpu, cron_object, install_crds, load, local_kubeconfig,
+    ARGO_MINIMAL, CRON_CRD, DUE, START, ShiftedClock, cpu, cron_object, install_crds, load_crds, local_kubeconfig,
     memory_mib, percentile, process_cpu, seed_cluster, service_logging,
 )
 
@@ -73,7 +73,7 @@ def serve_sim(conn, namespaces: list[str], crons: int, due: int) -> None:
     async def serve() -> None:
         # The history must outlast the burst's writes (10% creates + status writes) for the watches' sake.
         sim = ApiSim(history=max(1000, crons // 2))
-        for crd in load(CRON_CRD) + load(ARGO_MINIMAL):
+        for crd in load_crds(CRON_CRD, ARGO_MINIMAL):
             sim.put_object("customresourcedefinitions", crd)
         for name in namespaces:
             sim.put_object("namespaces", {"metadata": {"name": name}})

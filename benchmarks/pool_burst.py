@@ -48,6 +48,7 @@ from burstflow.certs import TlsDir  # noqa: E402
 from burstflow.demo.pools import workflow_pod  # noqa: E402
 from burstflow.webhook.pools.model import POLICY_ANNOTATION, POOL_LABEL, RESERVATION_ANNOTATION  # noqa: E402
 from burstflow.webhook.pools.reconciler import POD_PAGE_SIZE  # noqa: E402
+from tests.kubefixtures import create_missing_crds  # noqa: E402
 
 CRD = Path(__file__).resolve().parents[1] / "manifests" / "base" / "crds" / "resourcepolicies.burstflow.io.yaml"
 POLICY = "burst"
@@ -390,20 +391,7 @@ async def main(args: argparse.Namespace) -> int:
             kubeconfig = args.kubeconfig
             admin = await k.Kube.connect(kubeconfig)
             await admin.create(k.NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-            crd = yaml.safe_load(CRD.read_text())
-            try:
-                await admin.create(k.CRDS, crd)
-            except k.AlreadyExists:
-                pass
-
-            async def served() -> bool:  # a new CRD's resource answers 404 until the server has installed it
-                try:
-                    await admin.list(k.RESOURCEPOLICIES, namespace=namespace)
-                except k.NotFound:
-                    return False
-                return True
-
-            await wait_for(served, 60, "the ResourcePolicy CRD to be served")
+            await create_missing_crds(admin, CRD)  # and waits until it is served
 
             async def seed(start: int, stop: int) -> float:
                 return await seed_cluster(admin, namespace, start, stop)

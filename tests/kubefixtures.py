@@ -209,6 +209,28 @@ async def apply_crds(kube: Kube, *paths: str | Path, timeout: float = CRD_READY_
             await kube.replace(CRDS, dict(crd, metadata=dict(crd["metadata"],
                                                               resourceVersion=current["metadata"]["resourceVersion"])))
         resources.append(resource_for_crd(crd))
+    await until_served(kube, resources, timeout=timeout)
+    return resources
+
+
+async def create_missing_crds(kube: Kube, *paths: str | Path, timeout: float = CRD_READY_TIMEOUT) -> list[str]:
+    """Create the CRDs the cluster lacks, leaving existing ones as they are (a benchmark on a real cluster must not
+    replace its Argo CRDs), then wait until every one is served; returns the names it created."""
+    created: list[str] = []
+    crds = load_crds(*paths)
+    for crd in crds:
+        try:
+            await kube.create(CRDS, crd)
+            created.append(crd["metadata"]["name"])
+        except AlreadyExists:
+            pass
+    await until_served(kube, [resource_for_crd(crd) for crd in crds], timeout=timeout)
+    return created
+
+
+async def until_served(kube: Kube, resources: list[Resource], *, timeout: float = CRD_READY_TIMEOUT) -> None:
+    """Wait until each resource answers a list: a just-created CRD's resource answers 404 for a while, even once
+    the CRD is Established. Raises TimeoutError naming the one that never became served."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     for resource in resources:
@@ -221,7 +243,6 @@ async def apply_crds(kube: Kube, *paths: str | Path, timeout: float = CRD_READY_
                     raise TimeoutError(f"CRD {resource.plural}.{resource.group} not served after {timeout}s: "
                                        f"{exc}") from exc
                 await asyncio.sleep(0.2)
-    return resources
 
 
 @pytest.fixture
