@@ -198,7 +198,7 @@ class _Decided:
     packed: bytes | None = None
 
     def unpack(self) -> Mapping[str, Any]:
-        """`cron`, decoded from `packed` if it was packed."""
+        """`cron`, decoded from `packed` if it was packed; `original` read from it if it was left for now."""
         if self.cron is None:
             self.cron, self.packed = orjson.loads(self.packed), None
         if self.original is None:

@@ -193,8 +193,10 @@ def test_cron_settings_read_their_variables_and_the_shared_metrics_port():
     ({"BURSTFLOW_CRON_LOG_FORMAT": "xml"}, "--log-format/BURSTFLOW_CRON_LOG_FORMAT: 'xml' is not one of json, text"),
     ({"BURSTFLOW_CRON_CONFLICT_RETRIES": "0"},
      "--conflict-retries/BURSTFLOW_CRON_CONFLICT_RETRIES: must be at least 1, not 0"),
+    ({"BURSTFLOW_CRON_PREPARE_AHEAD_SECONDS": "-1"},
+     "--prepare-ahead/BURSTFLOW_CRON_PREPARE_AHEAD_SECONDS: must be >= 0, not -1.0"),
 ], ids=["not an int", "no workers", "not a bool", "renew deadline above lease", "unknown log format",
-        "no conflict retries"])
+        "no conflict retries", "negative preparation lead"])
 def test_cron_settings_errors_name_the_flag_and_the_variable(env_vars, message):
     with pytest.raises(SettingsError) as info:
         CronSettings.from_env(env_vars)
@@ -205,14 +207,14 @@ def test_cron_run_takes_a_flag_for_every_setting_and_flags_win():
     args = build_parser().parse_args([
         "cron", "run", "--no-leader-election", "--workers", "3", "--lease-name", "bf", "--lease-duration", "20",
         "--renew-deadline", "12", "--retry-period", "3", "--conflict-retries", "2", "--error-backoff", "0.5",
-        "--identity", "replica-a", "--lease-namespace", "leases", "--namespace", "argo", "--metrics-host",
+        "--prepare-ahead", "0", "--identity", "replica-a", "--lease-namespace", "leases", "--namespace", "argo", "--metrics-host",
         "127.0.0.1", "--metrics-port", "0", "--log-format", "text", "--log-level", "DEBUG", "--kubeconfig", "/k"])
     settings = CronSettings.from_args(args, {"BURSTFLOW_CRON_WORKERS": "8", "BURSTFLOW_CRON_LEADER_ELECTION": "true"})
     assert settings == CronSettings(
         namespace="argo", kubeconfig="/k", metrics_host="127.0.0.1", metrics_port=0, leader_election=False,
         lease_name="bf", lease_namespace="leases", identity="replica-a", lease_duration_seconds=20,
         renew_deadline_seconds=12, retry_period_seconds=3, workers=3, conflict_retries=2,
-        error_backoff_seconds=0.5, log_format="text", log_level="debug")
+        error_backoff_seconds=0.5, prepare_ahead_seconds=0.0, log_format="text", log_level="debug")
 
 
 @pytest.mark.parametrize("argv, env, message", [
