@@ -122,6 +122,13 @@ def test_the_release_stays_far_below_helms_secret_limit(chart):
 
 # --- option combinations --------------------------------------------------------------------------------------------
 
+# Settings of the services as variables (webhook.env, cron.env): a plain value, and one read from a ConfigMap.
+CRON_ENV = [{"name": "BURSTFLOW_CRON_WORKERS", "value": "128"},
+            {"name": "BURSTFLOW_CRON_PREPARE_AHEAD_SECONDS", "value": "30"}]
+WEBHOOK_ENV = [{"name": "BURSTFLOW_WEBHOOK_LOG_LEVEL",
+                "valueFrom": {"configMapKeyRef": {"name": "burstflow-logging", "key": "level", "optional": True}}},
+               {"name": "BURSTFLOW_WEBHOOK_POOL_DECISION_TIMEOUT_SECONDS", "value": "3"}]
+
 # Each documented option, alone or with the ones it goes with (the chart's README shows each).
 COMBINATIONS = {
     "defaults": {},
@@ -152,6 +159,7 @@ COMBINATIONS = {
                     "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi", "cpu": 1}}},
         "cron": {"logFormat": "text"}},
     "no CRDs": {"crds": {"install": False}},
+    "service settings": {"webhook": {"env": WEBHOOK_ENV}, "cron": {"env": CRON_ENV}},
 }
 
 
@@ -390,6 +398,85 @@ def test_replicas_budgets_image_names_and_log_format_are_settable(rendered):
                                       "limits": {"cpu": 1, "memory": "1Gi"}}
 
 
+def containers(objects: list[dict]) -> dict[str, dict]:
+    """Each Deployment's name -> its one container."""
+    out = {}
+    for deployment in all_of(objects, "Deployment"):
+        [out[deployment["metadata"]["name"]]] = deployment["spec"]["template"]["spec"]["containers"]
+    return out
+
+
+def service_of(deployment_name: str) -> str:
+    return "webhook" if deployment_name.endswith("-webhook") else "cron"
+
+
+@pytest.mark.parametrize("shards", [1, 3], ids=["one cron deployment", "three cron shards"])
+def test_env_is_appended_to_the_chart_s_own_in_every_deployment_of_its_service(chart, shards):
+    """The chart's variables first (so a user's value may refer to them as $(POD_NAME)), then the user's, in order,
+    in each Deployment of that service only: every shard gets the same cron.env."""
+    own = containers(render(chart, {"cron": {"shards": shards}}))
+    values = {"webhook": {"env": WEBHOOK_ENV}, "cron": {"env": CRON_ENV, "shards": shards}}
+    objects = render(chart, values)
+    rendered = containers(objects)
+    assert sorted(rendered) == sorted(own) and len(rendered) == 1 + shards
+    for name, container in rendered.items():
+        assert container["env"] == own[name]["env"] + values[service_of(name)]["env"], name
+    for deployment in all_of(objects, "Deployment"):
+        validate_object(deployment, version=KUBE_VERSIONS[-1], crds={})
+
+
+def with_env(values: dict, service: str, env: list[dict]) -> dict:
+    out = copy.deepcopy(values)
+    out.setdefault(service, {})["env"] = env
+    return out
+
+
+@pytest.mark.parametrize("values, service, env, message", [
+    ({}, "cron", [{"name": "BURSTFLOW_CRON_SHARDS", "value": "3"}],
+     "cron.env[0]: BURSTFLOW_CRON_SHARDS is set by the chart; use cron.shards"),
+    ({"cron": {"shards": 3}}, "cron", [{"name": "BURSTFLOW_CRON_WORKERS", "value": "8"},
+                                       {"name": "BURSTFLOW_CRON_SHARD", "value": "0"}],
+     "cron.env[1]: BURSTFLOW_CRON_SHARD is set by the chart; use cron.shards"),
+    ({}, "cron", [{"name": "BURSTFLOW_CRON_LOG_FORMAT", "value": "text"}],
+     "cron.env[0]: BURSTFLOW_CRON_LOG_FORMAT is set by the chart; use cron.logFormat"),
+    ({}, "webhook", [{"name": "BURSTFLOW_WEBHOOK_LOG_FORMAT", "value": "text"}],
+     "webhook.env[0]: BURSTFLOW_WEBHOOK_LOG_FORMAT is set by the chart; use webhook.logFormat"),
+    ({}, "cron", [{"name": "BURSTFLOW_CRON_LEASE_NAME", "value": "mine"}],
+     "cron.env[0]: BURSTFLOW_CRON_LEASE_NAME is set by the chart; use fullnameOverride"),
+    ({}, "webhook", [{"name": "BURSTFLOW_WEBHOOK_PORT", "value": "8443"}],
+     "webhook.env[0]: BURSTFLOW_WEBHOOK_PORT is set by the chart; the container port its probes"),
+    ({}, "cron", [{"name": "POD_NAME", "value": "cron-0"}],
+     "cron.env[0]: POD_NAME is set by the chart; each replica's Lease identity"),
+    ({}, "cron", [{"name": "BURSTFLOW_CRON_WORKERS", "value": "8"}, {"name": "BURSTFLOW_CRON_WORKERS", "value": "16"}],
+     "cron.env[1]: BURSTFLOW_CRON_WORKERS is already set by cron.env[0]"),
+    ({}, "webhook", [{"name": "BURSTFLOW_WEBHOOK_LOG_LEVEL", "value": "debug",
+                      "valueFrom": {"configMapKeyRef": {"name": "logging", "key": "level"}}}],
+     "webhook.env[0]: BURSTFLOW_WEBHOOK_LOG_LEVEL has both value and valueFrom; set one"),
+], ids=["shard count, unsharded", "shard index of a shard", "cron log format", "webhook log format", "lease name",
+        "webhook port", "pod identity", "twice in env", "value and valueFrom"])
+def test_env_never_overrides_what_the_chart_sets(chart, values, service, env, message):
+    """A duplicate name would render two entries: the last wins in the container, while Helm's and kubectl's patches
+    merge env by name and drop one of them on the next upgrade. The chart's own variables carry its structure (the
+    shard each Deployment runs, ports its probes and Service use, mounts, pod identity): refused, naming the value
+    to use instead. (`helm install`, `upgrade` and `template` stop on it; `helm lint` renders in lint mode, where a
+    template's `fail` is not an error.)"""
+    with pytest.raises(helm().HelmRenderError) as raised:
+        render(chart, with_env(values, service, env))
+    assert message in str(raised.value)
+
+
+def test_every_variable_the_chart_sets_is_refused_in_env(chart):
+    """Whatever the chart sets in any configuration (a variable added to a template is covered without a list to
+    keep up to date), alone or sharded."""
+    for values in ({}, {"cron": {"shards": 3}}):
+        for name, container in containers(render(chart, values)).items():
+            service = service_of(name)
+            for variable in {e["name"] for e in container["env"]}:
+                with pytest.raises(helm().HelmRenderError, match=re.escape(
+                        f"{service}.env[0]: {variable} is set by the chart")):
+                    render(chart, with_env(values, service, [{"name": variable, "value": "x"}]))
+
+
 def test_the_release_namespace_is_never_sent_to_the_webhook(chart):
     objects = render(chart, namespace="platform")
     [hook] = find(objects, "MutatingWebhookConfiguration")["webhooks"]
@@ -420,9 +507,17 @@ def test_a_long_release_name_keeps_names_within_kubernetes_limits(chart):
     ({"webhook": {"resources": {"requests": {"cpu": "lots"}}}}, "at '/webhook/resources/requests/cpu'"),
     ({"crds": {"instal": False}}, "at '/crds': additional properties 'instal' not allowed"),
     ({"image": {"pullPolicy": "always"}}, "at '/image/pullPolicy'"),
+    ({"cron": {"env": {"BURSTFLOW_CRON_WORKERS": "128"}}}, "at '/cron/env': got object, want array"),
+    ({"webhook": {"env": [{"value": "debug"}]}}, "at '/webhook/env/0': missing property 'name'"),
+    ({"cron": {"env": [{"name": "BURSTFLOW_CRON_WORKERS", "value": 128}]}},
+     "at '/cron/env/0/value': got number, want string"),
+    ({"cron": {"env": [{"name": "BURSTFLOW_CRON_WORKERS", "vaule": "128"}]}},
+     "at '/cron/env/0': additional properties 'vaule' not allowed"),
+    ({"webhook": {"env": [{"name": "BURSTFLOW WEBHOOK LOG LEVEL", "value": "debug"}]}}, "at '/webhook/env/0/name'"),
 ], ids=["unknown failure policy", "misspelt key", "timeout above 30 s", "replicas as a string", "unknown log format",
         "not an IP address", "plain http URL", "label value not a string", "not a quantity", "misspelt crds key",
-        "pull policy case"])
+        "pull policy case", "env as a map", "env entry without a name", "env value a number", "misspelt env key",
+        "env name with spaces"])
 def test_helm_rejects_a_wrong_value_naming_it(chart, values, message):
     with pytest.raises(helm().HelmValuesError) as raised:
         chart.render(values=values, name=RELEASE, namespace=NAMESPACE)

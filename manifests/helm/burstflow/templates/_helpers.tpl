@@ -59,3 +59,51 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- fail (printf "%s.podDisruptionBudget.minAvailable (%d) must be below %s.replicas (%d), or no node running a %s pod could ever be drained; lower it or set %s.podDisruptionBudget.enabled=false" .service (int $values.podDisruptionBudget.minAvailable) .service (int $values.replicas) .service .service) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+A service's container env: the chart's own variables (`own`, a YAML list rendered by the caller), then the user's
+<service>.env, appended in order (so a user's value may refer to the chart's as $(POD_NAME)). A name the chart sets,
+or may set (`reserved`: the shard variables, set only when sharded), stops the render naming the entry and the value
+to use instead: those variables carry the chart's structure (the shard a Deployment runs, the ports its probes and
+Service use, the certificate mount, each replica's Lease identity), and a duplicate name in env is two entries whose
+last wins in the container while Helm's and kubectl's patches merge env by name, dropping one on the next upgrade.
+A name twice in <service>.env and an entry with both value and valueFrom (which the API server refuses) stop it too.
+Call with (dict "root" $ "service" "cron" "own" (include ...) "reserved" (list ...)).
+*/}}
+{{- define "burstflow.env" -}}
+{{- $service := .service -}}
+{{- $prefix := printf "BURSTFLOW_%s_" (upper $service) -}}
+{{- $advice := dict
+  (printf "%sLOG_FORMAT" $prefix) (printf "use %s.logFormat" $service)
+  "BURSTFLOW_CRON_SHARDS" "use cron.shards: every shard's Deployment is told the count and reads its own index from its pod label"
+  "BURSTFLOW_CRON_SHARD" "use cron.shards: every shard's Deployment is told the count and reads its own index from its pod label"
+  "BURSTFLOW_CRON_LEASE_NAME" "use fullnameOverride: the Lease is named after the release, so that two releases never share one"
+  (printf "%sPORT" $prefix) "the container port its probes and Service use"
+  (printf "%sMETRICS_PORT" $prefix) (printf "the container port its PodMonitor scrapes%s" (ternary " and its probes use" "" (eq $service "cron")))
+  "BURSTFLOW_WEBHOOK_CERT_FILE" "where the webhook's TLS Secret is mounted"
+  "BURSTFLOW_WEBHOOK_KEY_FILE" "where the webhook's TLS Secret is mounted"
+  "POD_NAME" "each replica's Lease identity, from the downward API"
+  "POD_NAMESPACE" "the namespace of the Lease, from the downward API"
+-}}
+{{- $chart := dict -}}
+{{- range .reserved }}{{ $_ := set $chart . true }}{{ end -}}
+{{- range fromYamlArray .own }}{{ $_ := set $chart .name true }}{{ end -}}
+{{- $seen := dict -}}
+{{- range $i, $var := (index .root.Values $service).env -}}
+{{- $where := printf "%s.env[%d]" $service $i -}}
+{{- if hasKey $chart $var.name -}}
+{{- fail (printf "%s: %s is set by the chart; %s" $where $var.name (get $advice $var.name | default "it cannot be overridden")) -}}
+{{- end -}}
+{{- if hasKey $seen $var.name -}}
+{{- fail (printf "%s: %s is already set by %s.env[%d]" $where $var.name $service (get $seen $var.name)) -}}
+{{- end -}}
+{{- if and (hasKey $var "value") (hasKey $var "valueFrom") -}}
+{{- fail (printf "%s: %s has both value and valueFrom; set one" $where $var.name) -}}
+{{- end -}}
+{{- $_ := set $seen $var.name $i -}}
+{{- end -}}
+{{ .own }}
+{{- with (index .root.Values $service).env }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
