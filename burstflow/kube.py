@@ -517,11 +517,12 @@ class Kube:
 
     # ------------------------------------------------------------------------------------------------ writing
 
-    async def create(self, resource: Resource, body: JSON, *, namespace: str | None = None,
+    async def create(self, resource: Resource, body: JSON | bytes, *, namespace: str | None = None,
                      dry_run: bool = False) -> JSON:
         """Create `body` (in `namespace`, else its `metadata.namespace`); returns the stored object, whose name
         the server chose when the body has only `metadata.generateName`. AlreadyExists when the name is taken;
-        with `dry_run` the server validates and admits but stores nothing.
+        with `dry_run` the server validates and admits but stores nothing. A body already encoded (JSON bytes) is
+        sent as it is and needs `namespace`.
         """
         ns = _namespace_of(resource, body, namespace)
         query = [("dryRun", "All")] if dry_run else []
@@ -668,6 +669,8 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> list[t
 def _namespace_of(resource: Resource, body: JSON, namespace: str | None) -> str | None:
     if not resource.namespaced:
         return None
+    if not namespace and isinstance(body, bytes):
+        raise ValueError(f"{resource.plural}: an encoded body needs the namespace given")
     ns = namespace or (body.get("metadata") or {}).get("namespace")
     if not ns:
         raise ValueError(f"{resource.plural}: no namespace given and body has no metadata.namespace")

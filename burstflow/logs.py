@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from dataclasses import dataclass
+import orjson
 
 from burstflow.settings import Settings, SettingsError, setting
-from burstflow.timefmt import format_time
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -59,8 +59,33 @@ def context(record: logging.LogRecord) -> dict[str, Any]:
     return getattr(record, CONTEXT_ATTRIBUTE, None) or {}
 
 
+# (whole second, its "YYYY-MM-DDTHH:MM:SS" text): lines of the same second share the formatting (one tuple, replaced
+# whole, so a thread reading it never sees half of an update).
+_second: tuple[int, str] = (-1, "")
+# What orjson hands to `default` instead of serialising itself, so a line reads as the standard encoder would write
+# it with `default=str`: datetimes and dataclasses as their str().
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    return format_time(datetime.fromtimestamp(record.created, timezone.utc), timespec="milliseconds")
+    """`record.created` as UTC RFC 3339 with milliseconds (truncated) and a Z."""
+    global _second
+    second = int(record.created)
+    cached, text = _second
+    if cached != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}.{int((record.created - second) * 1000):03d}Z"
+
+
+def _json_line(entry: dict[str, Any]) -> str:
+    """`entry` as one line of JSON, values JSON cannot hold as their str(). orjson writes it (a tenth of the
+    standard encoder's time: a burst logs a line per run created); what orjson refuses (integers beyond 64 bits,
+    non-string keys) goes through the standard encoder."""
+    try:
+        return orjson.dumps(entry, default=str, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(entry, default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -81,7 +106,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, default=str)
+        return _json_line(entry)
 
 
 class TextFormatter(logging.Formatter):

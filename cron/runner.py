@@ -134,7 +134,15 @@ def _packed_cron(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def _unpacked(cached: Mapping[str, Any]) -> Mapping[str, Any]:
     packed = cached.get("packed")
-    return orjson.loads(packed) if packed is not None else cached
+    if packed is None:
+        return cached
+    obj = orjson.loads(packed)
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        # The same values as the cache's own strings: what a decision keeps (the compiled spec's name, namespace and
+        # uid) then shares them instead of holding one more copy per CronWorkflow.
+        meta.update(cached["metadata"])
+    return obj
 
 
 # What a decision reads of a Workflow (`Child.from_workflow`, the owner check, the cron label); Argo Workflows'
@@ -222,6 +230,7 @@ class _Prepared:
     observed_since: datetime | None
     spec: Any
     status: CronStatus
+    name: str  # the Workflow's
     body: bytes
     deletions: tuple[Child, ...]
 
@@ -630,11 +639,12 @@ class CronRunner:
         cached_meta = (self.crons.cache.get(key) or {}).get("metadata") or {}
         if cached_meta.get("resourceVersion") == meta.get("resourceVersion"):
             meta = cached_meta  # the cache's strings, not a second copy per prepared run
+        workflow = build_workflow(cron, when)
         self._prepared[key] = _Prepared(
             when=when, next_wakeup=decision.next_wakeup, uid=meta.get("uid"),
             resource_version=meta.get("resourceVersion"), children=self._children_stamp(key),
             observed_since=self._observed_since, spec=spec, status=engine.apply_plan(status, decision, spec=spec),
-            body=encode_json(build_workflow(cron, when)),
+            name=workflow["metadata"]["name"], body=encode_json(workflow),
             deletions=tuple(engine.history_to_delete(spec, children)))
 
     def _children_stamp(self, key: Key) -> tuple[tuple[str, str | None], ...]:
@@ -676,7 +686,8 @@ class CronRunner:
         self.decisions += 1
         outcome = _Outcome()
         decision = Plan(run=prepared.when, next_wakeup=prepared.next_wakeup)  # all `_submit` reads of the plan
-        status = await self._submit(key, None, prepared.spec, prepared.status, decision, outcome, body=prepared.body)
+        status = await self._submit(key, None, prepared.spec, prepared.status, decision, outcome,
+                                    prepared=(prepared.name, prepared.body))
         if status.failed != prepared.status.failed:
             status = self._stop_at_once(key, prepared.spec, status, outcome)
         packed = cron.get("packed") if cron is self.crons.cache.get(key) else None
@@ -952,14 +963,18 @@ class CronRunner:
         return outcome
 
     async def _submit(self, key: Key, cron, spec, status: CronStatus, decision: Plan, outcome: _Outcome, *,
-                      body: bytes | None = None) -> CronStatus:
-        """Terminate (Replace), then create the Workflow for `decision.run`: built from `cron`, or decoded from
-        `body` when it was prepared (held as JSON bytes: a tenth of the memory of the dicts while it waits)."""
+                      prepared: tuple[str, bytes] | None = None) -> CronStatus:
+        """Terminate (Replace), then create the Workflow for `decision.run`: built from `cron`, or, when it was
+        prepared, `prepared` = (its name, its JSON bytes), sent as they are (held as bytes: a tenth of the memory of
+        the dicts while it waits, and nothing to encode at the due instant)."""
         scheduled = decision.run
         for ref in decision.terminate:
             await self._terminate(key, ref)
-        workflow = orjson.loads(body) if body is not None else build_workflow(cron, scheduled)
-        name = workflow["metadata"]["name"]
+        if prepared is not None:
+            name, workflow = prepared
+        else:
+            workflow = build_workflow(cron, scheduled)
+            name = workflow["metadata"]["name"]
         self._creating[(key[0], name)] = False
         accounted = False
         try:
@@ -971,7 +986,7 @@ class CronRunner:
                 existing = await self.kube.get(WORKFLOWS, name, namespace=key[0])
             except NotFound:
                 # Created and deleted in between (history limit elsewhere): it existed, so the time is done.
-                existing = workflow
+                existing = orjson.loads(workflow) if isinstance(workflow, bytes) else workflow
             self._remember_child(key, existing)
             log.info("run already exists; adopted", extra=_fields(key, workflow=name))
             return engine.apply_adopted(status, spec=spec, child=Child.from_workflow(existing))
@@ -997,10 +1012,13 @@ class CronRunner:
         return engine.apply_created(status, spec=spec, scheduled_time=scheduled, workflow=created)
 
     def _remember_child(self, key: Key, workflow: Mapping[str, Any]) -> None:
+        """Record a Workflow this service wrote, from the write's response. At the same resourceVersion the
+        version already held is kept: it is usually the Workflow reflector's cached object (the watch often
+        delivers a create before its response), so the child is held once, not once more per response."""
         workflow = _slim_workflow(workflow)
         name = (workflow.get("metadata") or {}).get("name")
         children = self._children.setdefault(key, {})
-        children[name] = _newer(children.get(name), workflow)
+        children[name] = _newer(workflow, children.get(name))
 
     async def _terminate(self, key: Key, ref) -> None:
         """Replace: stop an active run the way Argo does (`spec.shutdown: Terminate`); the Workflow stays."""

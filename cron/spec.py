@@ -6,9 +6,12 @@ can never fire). Schedules and expressions are compiled here, once; the engine o
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from burstflow.cron.expressions import ExpressionError, StopExpression, WhenExpression, compile_stop, compile_when
@@ -34,12 +37,21 @@ class ConcurrencyPolicy(str, Enum):
     REPLACE = "Replace"
 
 
-@dataclass(frozen=True)
+# The labels and annotations of a CronWorkflow without expressions: nothing reads them (one shared empty map).
+_NO_STRINGS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class CronSpec:
     """A validated, compiled CronWorkflow. Hashable parts only; the raw object stays with the caller.
 
     `schedule_key` is the value Argo stores in the `cronworkflows.argoproj.io/last-used-schedule` annotation
     (comma-joined `CRON_TZ=<tz> <schedule>` strings): a catch-up run is only allowed when the recorded key equals it.
+    `labels` and `annotations` are the CronWorkflow's, for its `when` and stop expressions; without either they are
+    empty (nothing reads them).
+
+    The cron service keeps one per CronWorkflow (100,000 of them), so it is kept small: slots, and what many
+    CronWorkflows repeat (namespace, zone, schedule texts, the schedule set) is one shared object.
     """
 
     name: str
@@ -56,8 +68,8 @@ class CronSpec:
     failed_history_limit: int
     suspend: bool
     schedule_key: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS)
+    annotations: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS)
 
 
 @dataclass(frozen=True)
@@ -179,14 +191,16 @@ def parse_cron_workflow(obj: Mapping[str, Any], *, engine: str | None = None) ->
     if errors:
         return ParseResult(None, tuple(errors), tuple(warnings))
     prefix = f"CRON_TZ={timezone_name} " if timezone_name else ""
+    expressions = when is not None or stop is not None
+    texts = tuple(map(sys.intern, texts))
     return ParseResult(
         CronSpec(
             name=name,
-            namespace=str(metadata.get("namespace") or ""),
+            namespace=sys.intern(str(metadata.get("namespace") or "")),
             uid=str(metadata.get("uid") or ""),
-            schedules=tuple(texts),
-            schedule_set=ScheduleSet(tuple(schedules)),
-            timezone=timezone_name,
+            schedules=texts,
+            schedule_set=_schedule_set(tuple(schedules)),
+            timezone=sys.intern(timezone_name) if timezone_name else None,
             when=when,
             stop=stop,
             concurrency_policy=policy,
@@ -194,13 +208,20 @@ def parse_cron_workflow(obj: Mapping[str, Any], *, engine: str | None = None) ->
             successful_history_limit=successful,
             failed_history_limit=failed,
             suspend=bool(suspend),
-            schedule_key=",".join(prefix + text for text in texts),
-            labels=labels,
-            annotations=annotations,
+            schedule_key=sys.intern(",".join(prefix + text for text in texts)),
+            labels=labels if expressions else _NO_STRINGS,
+            annotations=annotations if expressions else _NO_STRINGS,
         ),
         (),
         tuple(warnings),
     )
+
+
+@lru_cache(maxsize=4096)
+def _schedule_set(schedules: tuple[Any, ...]) -> ScheduleSet:
+    """One ScheduleSet per set of compiled schedules (`parse_schedule` caches those): CronWorkflows with the same
+    schedules share it."""
+    return ScheduleSet(schedules)
 
 
 def _is_int(value: Any) -> bool:

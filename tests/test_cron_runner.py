@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -597,9 +598,10 @@ class EchoFirstKube(Kube):
     async def create(self, resource, body, *, namespace=None, dry_run=False):
         if resource != WORKFLOWS:
             return await super().create(resource, body, namespace=namespace, dry_run=dry_run)
-        name = body["metadata"]["name"]
+        obj = json.loads(body) if isinstance(body, bytes) else body  # a prepared run's body comes encoded
+        name = obj["metadata"]["name"]
         if EchoFirstKube.steal is not None:
-            await EchoFirstKube.steal.create(WORKFLOWS, copy.deepcopy(body), namespace=namespace)
+            await EchoFirstKube.steal.create(WORKFLOWS, copy.deepcopy(obj), namespace=namespace)
             await self._delivered(namespace, name)
             raise Invalid(422, "Invalid", f"injected: Workflow {name!r} rejected")
         created = await super().create(resource, body, namespace=namespace, dry_run=dry_run)
@@ -627,6 +629,9 @@ async def test_a_created_workflow_seen_on_the_watch_before_its_response_is_recor
         assert [ref["name"] for ref in cron["status"]["active"]] == [wf_name(name, t0 + minutes(10))]
         assert cron["status"]["conditions"] == []
         assert [e for e in await env.events(name) if e["type"] == "Warning"] == []
+        # Held once: the child the runner records is the watch's cached object, not a second copy from the response.
+        workflow = wf_name(name, t0 + minutes(10))
+        assert svc.runner._children[(env.namespace, name)][workflow] is svc.runner.workflows.cache[(env.namespace, workflow)]
 
 
 async def test_a_workflow_seen_during_a_create_that_failed_is_still_decided_again(env):

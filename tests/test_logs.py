@@ -1,6 +1,7 @@
 """One logging setup and one JSON schema for both services (burstflow.logs)."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -52,6 +53,29 @@ def test_a_json_line_without_context_and_with_values_json_cannot_hold():
     entry = json.loads(JsonFormatter().format(record(extra=fields(at=AT, message="shadowed"))))
     assert entry["at"] == str(AT)
     assert (entry["message"], entry["field_message"]) == ("created wf-1", "shadowed")
+
+
+def test_the_time_is_the_records_instant_in_utc_with_milliseconds_across_seconds():
+    """Lines of one second share its formatting: each still shows its own instant, also as seconds roll over."""
+    for step in range(400):
+        created = AT.timestamp() + step * 0.0371
+        entry = logging.LogRecord("burstflow.cron", logging.INFO, __file__, 1, "tick", (), None)
+        entry.created = created
+        expected = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
+        assert json.loads(JsonFormatter().format(entry))["time"] == expected.replace("+00:00", "Z")
+
+
+def test_json_lines_carry_any_value_the_standard_encoder_would():
+    @dataclasses.dataclass
+    class Ref:
+        name: str
+
+    entry = json.loads(JsonFormatter().format(record(extra=fields(
+        big=2**70, name="Zürich ✓", ref=Ref("wf"), nested={"at": AT, "n": [1, 2.5, None, True]}))))
+    assert entry["big"] == 2**70
+    assert entry["name"] == "Zürich ✓"
+    assert entry["ref"] == str(Ref("wf"))
+    assert entry["nested"] == {"at": str(AT), "n": [1, 2.5, None, True]}
 
 
 def test_a_text_line_reads_time_level_logger_message_then_key_value_pairs():
