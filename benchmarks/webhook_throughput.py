@@ -5,7 +5,7 @@ event loop; the load is an aiohttp keep-alive client on 127.0.0.1 posting the ca
 each concurrency level, as `--variants` (64) different pods taken in turn: each its own uid, pod name, workflow name
 and node id (same size), so nothing can be answered from an earlier identical request. Servers are measured back to back per level, so machine noise hits both alike.
 
-    .venv/bin/python benchmarks/webhook_throughput.py                 # ~2 min (3 rounds)
+    .venv/bin/python benchmarks/webhook_throughput.py                 # ~2 min (4 rounds)
     .venv/bin/python benchmarks/webhook_throughput.py --duration 1 --rounds 1 --concurrency 1,16
     .venv/bin/python benchmarks/webhook_throughput.py --instructions    # + instructions per admission (valgrind)
 
@@ -410,18 +410,20 @@ async def run(args: argparse.Namespace) -> int:
                   f"{'ratio(wall)':>11} {'ratio(cpu)':>10} {'errors':>6}")
         print(header)
         print("-" * len(header))
-        # rounds[level] = one {server: Result} per round. Each round measures every server back to back, and the
-        # rounds alternate, so slow drifts of the shared machine hit every server alike; the ratios are per round.
+        # rounds[level] = one {server: Result} per round. Each round measures every server back to back, in turn
+        # forwards and backwards (no-op, shell, webhook; then webhook, shell, no-op), so a drift of the shared
+        # machine's speed over a pair of rounds weighs on every server alike; the ratios are per round.
         rounds: dict[int, list[dict[str, Result]]] = {level: [] for level in levels}
         try:
             for level in levels:
                 for number in range(1, args.rounds + 1):
                     row: dict[str, Result] = {}
-                    for kind, child in children.items():
-                        result = await measure(child, bodies=bodies, client_ssl=client_ssl, concurrency=level,
-                                               warmup=args.warmup, duration=args.duration)
-                        row[kind] = result
-                        _print_row(level, number, args.rounds, result, row["no-op"])
+                    order = list(children.items())
+                    for kind, child in order if number % 2 else reversed(order):
+                        row[kind] = await measure(child, bodies=bodies, client_ssl=client_ssl, concurrency=level,
+                                                  warmup=args.warmup, duration=args.duration)
+                    for kind in children:
+                        _print_row(level, number, args.rounds, row[kind], row.get("no-op", row[kind]))
                     rounds[level].append(row)
         finally:
             for child in children.values():
@@ -497,11 +499,12 @@ def _spread(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per server and level")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per server and level")
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each measurement")
     parser.add_argument("--concurrency", default="1,16,100", help="comma-separated connection counts")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating rounds per level; the ratios printed last are the medians over the rounds")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds per level, each in the opposite order to the one before; the ratios printed "
+                             "last are the medians over the rounds")
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
     parser.add_argument("--variants", type=int, default=64,
                         help="different pods (uid, names, node id) posted in turn; 1 posts the captured pod only")
