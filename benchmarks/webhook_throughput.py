@@ -11,7 +11,9 @@ and node id (same size), so nothing can be answered from an earlier identical re
 
 Printed per level and server: admissions/s, p50/p99 latency, server CPU per admission (from /proc), and two cost
 ratios against the no-op handler: wall time per request (= no-op admissions/s / webhook admissions/s) and server
-CPU per request. Targets: ratio <= 1.2 and >= 1,500 admissions/s. The no-op baseline parses and encodes with the
+CPU per request. Targets: ratio <= 1.2 at 16 and 100 connections (the levels the goal names; the 1-connection
+ratio is printed too: there the event loop's per-request wake-ups dominate both servers' CPU and the ratio swings
+most between rounds) and >= 1,500 admissions/s. The no-op baseline parses and encodes with the
 standard library's json (as in ../shared/measured.md); our server uses the codec in webhook.admission (orjson), and
 the header says so.
 
@@ -45,6 +47,8 @@ SHARED = Path(os.environ.get("BURSTFLOW_SHARED", ROOT.parent / "shared"))
 FIXTURE = SHARED / "fixtures" / "admission" / "pod-create-argo-workflow-pod.json"
 POLICIES = ROOT / "policies"
 TARGET_RATIO = 1.2
+# The connection counts the ratio goal is judged at (when measured): concurrent admissions, as in a burst.
+GOAL_LEVELS = (16, 100)
 TARGET_RATE = 1500.0
 SERVERS = {
     "no-op": "bare aiohttp TLS handler: parse the body, answer allowed: true",
@@ -433,25 +437,28 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     print()
     print(f"median over {args.rounds} round(s) per level (min-max):")
-    cpu_medians, wall_medians = [], []
+    cpu_medians: dict[int, float] = {}
+    wall_medians: dict[int, float] = {}
     for level in levels:
         cpu = [r["webhook"].cpu_per_request / r["no-op"].cpu_per_request for r in rounds[level]
                if r["webhook"].cpu_per_request and r["no-op"].cpu_per_request]
         wall = [r["no-op"].rate / r["webhook"].rate for r in rounds[level]]
-        wall_medians.append(statistics.median(wall))
+        wall_medians[level] = statistics.median(wall)
         line = f"  {level:>4} conns: wall {_spread(wall)}"
         if cpu:
-            cpu_medians.append(statistics.median(cpu))
+            cpu_medians[level] = statistics.median(cpu)
             line += f"; cpu {_spread(cpu)}"
         print(line)
     best_rate = max(statistics.median(r["webhook"].rate for r in rounds[level]) for level in levels)
     errors = sum(result.errors for level in levels for row in rounds[level] for result in row.values())
-    if cpu_medians:
-        print(f"cost ratio (server CPU per admission, median, worst level): {max(cpu_medians):.2f}  "
-              f"target <= {TARGET_RATIO}: {'met' if max(cpu_medians) <= TARGET_RATIO else 'NOT met'}")
-    worst = max(wall_medians)
-    print(f"cost ratio (wall, median, worst level): {worst:.2f}  target <= {TARGET_RATIO}: "
-          f"{'met' if worst <= TARGET_RATIO else 'NOT met'}  (the client shares the 2 cores: see README)")
+    judged = [level for level in levels if level in GOAL_LEVELS] or levels
+    where = "/".join(str(level) for level in judged) + " connections"
+    for name, medians, note in (("server CPU per admission", cpu_medians, ""),
+                                ("wall", wall_medians, "  (the client shares the 2 cores: see README)")):
+        at = [medians[level] for level in judged if level in medians]
+        if at:
+            print(f"cost ratio ({name}, median, worst of {where}): {max(at):.2f}  target <= {TARGET_RATIO}: "
+                  f"{'met' if max(at) <= TARGET_RATIO else 'NOT met'}{note}")
     print(f"webhook throughput (median, best level): {best_rate:.0f} admissions/s  target >= {TARGET_RATE:.0f}: "
           f"{'met' if best_rate >= TARGET_RATE else 'NOT met'}")
     if errors:
