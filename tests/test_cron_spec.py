@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -87,6 +88,25 @@ def test_timezone_goes_into_the_schedule_key():
     spec = parse_cron_workflow(cron(timezone="America/New_York")).spec
     assert spec.schedule_key == "CRON_TZ=America/New_York 0 2 * * *"
     assert spec.schedule_set.schedules[0].zone.key == "America/New_York"
+
+
+def test_cronworkflows_with_the_same_schedules_share_them_and_another_zone_gets_its_own():
+    """100,000 CronWorkflows repeat a few schedules: one compiled set each, never shared across zones."""
+    utc, again = (parse_cron_workflow(cron()).spec for _ in range(2))
+    tokyo = parse_cron_workflow(cron(timezone="Asia/Tokyo")).spec
+    assert utc.schedule_set is again.schedule_set
+    assert tokyo.schedule_set is not utc.schedule_set
+    after = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    assert utc.schedule_set.next_after(after).time == datetime(2026, 6, 1, 2, tzinfo=timezone.utc)
+    assert tokyo.schedule_set.next_after(after).time == datetime(2026, 6, 1, 17, tzinfo=timezone.utc)
+
+
+def test_labels_and_annotations_are_kept_for_expressions_only():
+    labelled = cron(when="cronworkflow.labels.team == 'etl'")
+    labelled["metadata"]["labels"] = {"team": "etl"}
+    assert parse_cron_workflow(labelled).spec.labels == {"team": "etl"}
+    labelled["spec"].pop("when")
+    assert parse_cron_workflow(labelled).spec.labels == {}
 
 
 def test_singular_schedule_is_accepted():
