@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, TextIO
 
 import orjson
 
 from burstflow.settings import Settings, SettingsError, setting
+from burstflow.timefmt import format_time
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -59,8 +60,8 @@ def context(record: logging.LogRecord) -> dict[str, Any]:
     return getattr(record, CONTEXT_ATTRIBUTE, None) or {}
 
 
-# (whole second, its "YYYY-MM-DDTHH:MM:SS" text): lines of the same second share the formatting (one tuple, replaced
-# whole, so a thread reading it never sees half of an update).
+# (whole second, its "YYYY-MM-DDTHH:MM:SS" text): lines of the same second share the formatting, done once per
+# second by `format_time` (one tuple, replaced whole, so a thread reading it never sees half of an update).
 _second: tuple[int, str] = (-1, "")
 # What orjson hands to `default` instead of serialising itself, so a line reads as the standard encoder would write
 # it with `default=str`: datetimes and dataclasses as their str().
@@ -73,7 +74,7 @@ def _timestamp(record: logging.LogRecord) -> str:
     second = int(record.created)
     cached, text = _second
     if cached != second:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        text = format_time(datetime.fromtimestamp(second, timezone.utc), timespec="seconds")[:-1]  # without the Z
         _second = (second, text)
     return f"{text}.{int((record.created - second) * 1000):03d}Z"
 

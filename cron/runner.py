@@ -49,7 +49,6 @@ from burstflow.cel import PYTHON as PYTHON_CEL
 from burstflow.clock import Clock
 from burstflow.kube import (
     CRON_WORKFLOWS,
-    encode_json,
     WORKFLOWS,
     AlreadyExists,
     Conflict,
@@ -60,6 +59,7 @@ from burstflow.kube import (
     TooManyRequests,
     Unavailable,
     WatchEvent,
+    encode_json,
     object_key,
 )
 from burstflow.logs import fields
@@ -662,13 +662,7 @@ class CronRunner:
         if now < prepared.when:
             return None  # decided early (an event): the preparation is for the due instant
         del self._prepared[key]
-        cached = self.crons.cache.get(key)
-        current = cached
-        fresh = self._fresh.get(key)
-        if (cached is not None and fresh is not None
-                and (fresh.get("metadata") or {}).get("uid") == (cached.get("metadata") or {}).get("uid")
-                and _newer(fresh, cached) is fresh):
-            current = fresh  # as `_current` chooses
+        current = self._latest(key)
         meta = (current or {}).get("metadata") or {}
         next_wakeup = prepared.next_wakeup
         if (current is None or meta.get("deletionTimestamp") or meta.get("uid") != prepared.uid
@@ -748,7 +742,9 @@ class CronRunner:
 
     # ------------------------------------------------------------------------------------------------ decisions
 
-    def _current(self, key: Key) -> Mapping[str, Any] | None:
+    def _latest(self, key: Key) -> Mapping[str, Any] | None:
+        """The newest known version of `key`, undecoded: our own write's response when it is newer than the cache
+        (same uid), else the cache's entry (packed); None when the cache does not have it."""
         cached = self.crons.cache.get(key)
         if cached is None:
             return None
@@ -757,7 +753,12 @@ class CronRunner:
             fresh = None
         if fresh is not None and _newer(fresh, cached) is fresh:
             return fresh
-        return _unpacked(cached)
+        return cached
+
+    def _current(self, key: Key) -> Mapping[str, Any] | None:
+        """`_latest`, decoded."""
+        latest = self._latest(key)
+        return None if latest is None else _unpacked(latest)
 
     def _deciding(self, key: Key) -> Mapping[str, Any] | None:
         """The CronWorkflow to decide for, or None (after clearing its wake-up) when it is gone or being deleted."""
